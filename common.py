@@ -215,6 +215,10 @@ def _load_embedded():
     gguf_dir = embedded_gguf_dir()
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=EMBEDDED_GGUF)
     model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=EMBEDDED_GGUF)
+    # The weights are de-quantised to float32 on load; drop the GGUF marker so the model saves and trains as plain.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     tmp = cache.with_name(cache.name + ".tmp")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -287,6 +291,14 @@ def generate(model, tokenizer, prompts, max_new_tokens, batch_size=16, do_sample
         for i, seq in zip(idx, out[:, enc["input_ids"].shape[1]:]):
             answers[i] = tokenizer.decode(seq, skip_special_tokens=True).strip()
     return answers
+
+
+def prepare_for_inference(model):
+    """Switch Unsloth models to their fast generation mode; plain models need nothing."""
+    if cuda_available() and "unsloth" in type(model).__module__ + str(getattr(model, "base_model", "")):
+        from unsloth import FastLanguageModel
+
+        FastLanguageModel.for_inference(model)
 
 
 def native_prompt(tokenizer, sentence):

@@ -1,0 +1,136 @@
+"""Tasks 2 and 4.1: LoRA fine-tune the model on the emoji dataset, once per entry of EPOCHS (default 1 and 5 epochs,
+same data, same seed), with the loss on the answer only and the validation loss measured every epoch.
+
+With CUDA the default model is Llama-2-7B-chat in 4-bit through Unsloth's fused kernels; without CUDA it is the
+embedded SmolLM2-135M-Instruct through transformers + PEFT. Each run saves its adapter, tokenizer, losses and run
+metadata under outputs/adapters/epochsN/."""
+import hashlib
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+
+import common
+
+MODEL = "auto"  # auto | embedded | a Hugging Face name or local folder
+EPOCHS = "1,5"  # one separate run per entry
+BATCH_SIZE = 8
+GRAD_ACCUM = 1
+LEARNING_RATE = 1e-3
+LR_SCHEDULER = "linear"
+WARMUP = 0.05  # fraction of the steps (< 1) or a number of steps
+WEIGHT_DECAY = 0.0
+LORA_R = 16
+LORA_ALPHA = 32
+LORA_DROPOUT = 0.05
+MAX_SEQ_LENGTH = 128
+SEED = 42
+MAX_STEPS = -1  # > 0 caps each run (smoke tests); -1 trains the full epochs
+EARLY_STOPPING = False  # stop a run when validation loss stops improving (a remedy for overfitting)
+EARLY_STOPPING_PATIENCE = 1
+
+args = common.configure(globals(), __doc__)
+common.require(common.DATASET_DIR / "dataset_dict.json", "01_make_dataset.py")
+
+import torch  # noqa: E402  (heavy imports after --help and the input check)
+from datasets import load_from_disk  # noqa: E402
+from transformers import EarlyStoppingCallback, set_seed  # noqa: E402
+from trl import SFTConfig, SFTTrainer  # noqa: E402
+
+model_name = common.resolve_model(MODEL)
+epoch_runs = [int(e) for e in EPOCHS.split(",") if e.strip()]
+dataset_sha = common.json.loads((common.DATASET_DIR / "source.json").read_text())["sha256"]
+settings = {k: globals()[k] for k in ("BATCH_SIZE", "GRAD_ACCUM", "LEARNING_RATE", "LR_SCHEDULER", "WARMUP",
+                                      "WEIGHT_DECAY", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT", "MAX_SEQ_LENGTH",
+                                      "SEED", "MAX_STEPS", "EARLY_STOPPING", "EARLY_STOPPING_PATIENCE")}
+
+
+def up_to_date(epochs):
+    run = common.read_run(epochs)
+    return run is not None and run["model"] == model_name and run["dataset_sha256"] == dataset_sha \
+        and run["settings"] == settings
+
+
+todo = [e for e in epoch_runs if args.force or not up_to_date(e)]
+for e in sorted(set(epoch_runs) - set(todo)):
+    print(f"{common.display(common.adapter_path(e))} is up to date (use --force to retrain).")
+if not todo:
+    sys.exit(0)
+
+raw = load_from_disk(str(common.DATASET_DIR))
+print(f"dataset: train {len(raw['train'])}, validation {len(raw['validation'])}")
+
+
+def add_lora(model):
+    """Fresh LoRA adapters on every linear layer of the transformer blocks."""
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    if common.uses_unsloth(model_name):
+        from unsloth import FastLanguageModel
+
+        return FastLanguageModel.get_peft_model(model, r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT,
+                                                target_modules=targets, use_gradient_checkpointing="unsloth",
+                                                random_state=SEED)
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT,
+                                            target_modules=targets, task_type="CAUSAL_LM"))
+
+
+def train(epochs):
+    set_seed(SEED)
+    model, tokenizer = common.load_model(model_name, MAX_SEQ_LENGTH)
+    load_seconds = time.time() - start
+    data = raw.map(lambda ex: common.tokenize_example(tokenizer, ex["sentence"], ex["emojis"]),
+                   remove_columns=raw["train"].column_names, desc="tokenizing")
+    model = add_lora(model)
+    dtype = common.train_dtype()
+    out_dir = common.adapter_path(epochs)
+    work_dir = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(work_dir, ignore_errors=True)
+    config = SFTConfig(
+        output_dir=str(work_dir / "checkpoints"), num_train_epochs=epochs, max_steps=MAX_STEPS,
+        per_device_train_batch_size=BATCH_SIZE, per_device_eval_batch_size=BATCH_SIZE * 2,
+        gradient_accumulation_steps=GRAD_ACCUM, learning_rate=LEARNING_RATE, lr_scheduler_type=LR_SCHEDULER,
+        warmup_steps=WARMUP, weight_decay=WEIGHT_DECAY, max_length=MAX_SEQ_LENGTH,
+        completion_only_loss=True, logging_steps=1, eval_strategy="epoch", seed=SEED, report_to=[],
+        save_strategy="epoch" if EARLY_STOPPING else "no", load_best_model_at_end=EARLY_STOPPING,
+        metric_for_best_model="eval_loss", save_total_limit=1 if EARLY_STOPPING else None,
+        bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, dataloader_pin_memory=False,
+    )
+    callbacks = [EarlyStoppingCallback(EARLY_STOPPING_PATIENCE)] if EARLY_STOPPING else []
+    trainer = SFTTrainer(model=model, args=config, train_dataset=data["train"], eval_dataset=data["validation"],
+                         processing_class=tokenizer, callbacks=callbacks)
+    print(f"run: {epochs} epoch(s), batch {BATCH_SIZE}x{GRAD_ACCUM}, lr {LEARNING_RATE}, LoRA r={LORA_R}", flush=True)
+    initial = trainer.evaluate()["eval_loss"]  # epoch 0: the untrained model, the start of the validation curve
+    train_start = time.time()
+    result = trainer.train()
+    train_seconds = time.time() - train_start
+
+    history = trainer.state.log_history
+    losses = {
+        "train": [{"step": h["step"], "epoch": h["epoch"], "loss": h["loss"]} for h in history if "loss" in h],
+        "validation": [{"epoch": 0.0, "loss": initial}]
+                      + [{"epoch": h["epoch"], "loss": h["eval_loss"]} for h in history if "eval_loss" in h],
+    }
+    trainer.model.save_pretrained(str(work_dir))
+    tokenizer.save_pretrained(str(work_dir))
+    shutil.rmtree(work_dir / "checkpoints", ignore_errors=True)
+    common.write_json(work_dir / "losses.json", losses)
+    common.write_json(work_dir / "run.json", {
+        "model": model_name, "device": common.device_summary(), "dtype": str(dtype).replace("torch.", ""),
+        "unsloth": common.uses_unsloth(model_name), "epochs": epochs, "epochs_trained": history[-1]["epoch"],
+        "steps": result.global_step, "train_seconds": round(train_seconds, 1), "load_seconds": round(load_seconds, 1),
+        "peak_memory_gib": round(common.peak_memory_gib(), 2), "train_size": len(data["train"]),
+        "validation_size": len(data["validation"]), "final_train_loss": losses["train"][-1]["loss"],
+        "validation_losses": [v["loss"] for v in losses["validation"]], "dataset_sha256": dataset_sha,
+        "settings": settings, "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+    shutil.rmtree(out_dir, ignore_errors=True)
+    work_dir.replace(out_dir)  # only a finished run replaces the previous adapter
+    print(f"saved {common.display(out_dir)}: {result.global_step} steps in {train_seconds:.0f}s, validation loss "
+          + " → ".join(f"{v['loss']:.3f}" for v in losses["validation"]), flush=True)
+
+
+for epochs in todo:
+    start = time.time()
+    train(epochs)
