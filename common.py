@@ -18,7 +18,8 @@ GENERATIONS = OUT / "generations.jsonl"
 CHATGPT_ANSWERS = OUT / "chatgpt.jsonl"
 REPORT = OUT / "report.md"
 LOSS_PLOT = OUT / "loss.png"
-CACHE_DIR = OUT / "cache"
+# The de-quantised embedded model; shared by every EMOJI_OUT (tests use their own outputs but not their own copy).
+CACHE_DIR = Path(os.environ.get("EMOJI_CACHE", ROOT / "outputs" / "cache"))
 
 # The instruction every fine-tuned answer is conditioned on; kept short because every token costs CPU time.
 SYSTEM_PROMPT = "Reply with emojis only."

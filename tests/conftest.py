@@ -79,3 +79,10 @@ def llama_server(tmp_path_factory):
             proc.kill()
             proc.wait()
         log.close()
+
+
+def run_script(script, *args, out, env=None, timeout=900):
+    """Run one of the numbered scripts as a user would, with its outputs under `out` (EMOJI_OUT)."""
+    full_env = {**__import__("os").environ, "EMOJI_OUT": str(out), "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, encoding="utf-8", timeout=timeout)

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Command 2 of the README: set up (first time only, with the test extras) and run the tests.
+set -euo pipefail
+cd "$(dirname "$0")"
+bash setup.sh requirements-test.txt
+.venv/bin/python -m pytest -q tests "$@"
