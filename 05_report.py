@@ -253,9 +253,167 @@ def loss_section():
                       table(rows, ["run"] + [f"epoch {i}" for i in range(epochs)])])
 
 
+# Task 3 helpers: self-contained (common, metrics, tabulate only), so the section can be tested on its own.
+def _chatgpt_cell(text, width=80):
+    """A table cell on one line, pipes escaped, long answers cut."""
+    text = " ".join(str(text or "").split()).replace("|", "\\|")
+    return (text[: width - 1] + "…" if len(text) > width else text) or "—"
+
+
+def _chatgpt_latest(rows):
+    """One row per prompt: its last successful answer, else its last failure (04 appends; later rows win)."""
+    best = {}
+    for row in rows:
+        if row.get("status") == "ok" or best.get(row.get("prompt"), {}).get("status") != "ok":
+            best[row.get("prompt")] = row
+    return best
+
+
+def _chatgpt_sources(answered):
+    """Where the answers came from: API model, server and time span, or a manual paste."""
+    lines, groups = [], {}
+    for r in answered:
+        if r.get("source") == "api":
+            served = r.get("served_model")
+            name = r.get("model") + (f" (served as {served})" if served and served != r.get("model") else "")
+            groups.setdefault((name, r.get("base_url_host") or "?"), []).append(r.get("time") or "?")
+    for (name, host), times in groups.items():
+        span = min(times) if min(times) == max(times) else f"{min(times)} to {max(times)}"
+        lines.append(f"- {len(times)} answer(s) from the API: model `{name}` at `{host}`, asked {span}.")
+    manual = [r for r in answered if r.get("source") == "manual"]
+    if manual:
+        names = ", ".join(sorted({r.get("model") or "ChatGPT" for r in manual}))
+        files = "`, `".join(sorted({r.get("file") or "?" for r in manual}))
+        lines.append(f"- {len(manual)} answer(s) pasted by hand from {names}, imported from `{files}` (file saved "
+                     f"{max(r.get('time') or '?' for r in manual)}).")
+    return lines
+
+
+def _chatgpt_how_to():
+    return [
+        "To complete Task 3, run step 4 in either mode, then `python 05_report.py` again:",
+        "",
+        "- **API**: `OPENAI_API_KEY=sk-... python 04_chatgpt.py` (model `gpt-4o-mini` unless `--model` says "
+        "otherwise); with `OPENAI_BASE_URL=http://HOST:PORT/v1` the same command asks llama.cpp's server, vLLM, "
+        "Ollama or any other OpenAI-compatible server.",
+        f"- **By hand** (no key, the ChatGPT web page): `python 04_chatgpt.py` writes the paste sheet "
+        f"`{common.display(common.OUT / 'chatgpt_prompts.md')}` with the exact prompts and a CSV template beside it. "
+        "Paste each prompt into ChatGPT, put the answers into `data/chatgpt_responses.csv` (columns `prompt,answer`) "
+        "and run `python 04_chatgpt.py` again to import them.",
+    ]
+
+
 def chatgpt_section(generations, chatgpt_rows):
-    """Task 3 table: filled in by 04_chatgpt.py's answers."""
-    return "## Task 3: ChatGPT on the novel prompts\n\nnot run - run `python 04_chatgpt.py`."
+    """Task 3: the novel prompts answered by the fine-tunes and by ChatGPT, per-model figures, where each ChatGPT
+    answer came from, and a comparison draft to edit. Says "not run" and how to run step 4 without answers."""
+    greedy = [r for r in generations if r.get("set") == "novel" and r.get("sample") is None]
+    prompts = list(dict.fromkeys(r["prompt"] for r in greedy))
+    outputs = {(r["model"], r["prompt"]): r.get("output") or "" for r in greedy}
+    references = {r["prompt"]: r["reference"] for r in greedy if r.get("reference")}
+    fts = sorted({r["model"] for r in greedy if r["model"].startswith("ft") and r["model"][2:].isdigit()},
+                 key=lambda k: int(k[2:]))
+    names = {k: common.MODELS.get(k, f"{k[2:]}-epoch fine-tune") for k in fts} | {"chatgpt": "ChatGPT"}
+    latest = _chatgpt_latest(chatgpt_rows)
+    chatgpt = {p: latest[p].get("answer") or "" for p in prompts if latest.get(p, {}).get("status") == "ok"}
+
+    lines = ["## 3 ChatGPT on the novel prompts", ""]
+    if not prompts:
+        return "\n".join(lines + ["Not run: step 3 wrote no novel prompts (run `python 03_generate.py`)."])
+    if chatgpt:
+        lines += ["The same novel prompts, sent to ChatGPT with an explicit emoji-only instruction (the exact text "
+                  "sent is in `chatgpt.jsonl`). ⚠️words marks an answer with words in it; the marks column says "
+                  "which answers are emojis only (✅) per model, in column order.", ""]
+    else:
+        lines += ["ChatGPT: **not run** - there are no ChatGPT answers yet.", ""] + _chatgpt_how_to() + [""]
+
+    columns = fts + ["chatgpt"]
+    headers = (["prompt"] + (["reference"] if references else []) + [names[k] for k in columns]
+               + ["emoji-only " + " / ".join(names[k].replace(" fine-tune", "") for k in columns)])
+    rows = []
+    for p in prompts:
+        row, status = latest.get(p, {}), []
+        if p in chatgpt:
+            answer = _chatgpt_cell(chatgpt[p]) + (" ⚠️words" if row.get("has_words") else "")
+        else:
+            answer = "(failed)" if row else "—"
+        row_cells = [_chatgpt_cell(outputs.get((k, p)), 40) for k in fts] + [answer]
+        for k in columns:
+            text = chatgpt.get(p) if k == "chatgpt" else outputs.get((k, p))
+            status.append("·" if text is None else "✅" if metrics.is_emoji_only(text) else "❌")
+        rows.append([_chatgpt_cell(p)] + ([_chatgpt_cell(references.get(p))] if references else []) + row_cells
+                    + ["".join(status)])
+    lines += [tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True), ""]
+    if chatgpt:
+        lines += ["Where the ChatGPT answers came from:", ""]
+        lines += _chatgpt_sources([latest[p] for p in prompts if p in chatgpt]) + [""]
+        missing = len(prompts) - len(chatgpt)
+        if missing:
+            lines += [f"{missing} prompt(s) have no ChatGPT answer yet: `python 04_chatgpt.py` asks the API for only "
+                      "those (or imports them from the CSV when you paste by hand). The figures below cover the "
+                      "prompts ChatGPT answered.", ""]
+
+    # Figures per model, on the same prompts: those ChatGPT answered, once it answered any.
+    shared = [p for p in prompts if p in chatgpt] or prompts
+    stats = {}
+    for k in columns:
+        texts = {p: (chatgpt.get(p) if k == "chatgpt" else outputs.get((k, p))) for p in shared}
+        texts = {p: t for p, t in texts.items() if t is not None}
+        if not texts:
+            continue
+        overlap = [metrics.jaccard(t, chatgpt[p]) for p, t in texts.items() if p in chatgpt] if k != "chatgpt" else []
+        f1 = [metrics.compare(t, references[p])["f1"] for p, t in texts.items() if p in references]
+        stats[k] = {"n": len(texts), "emoji_only": sum(map(metrics.is_emoji_only, texts.values())),
+                    "per_answer": sum(len(metrics.emojis_of(t)) for t in texts.values()) / len(texts),
+                    "distinct": len({e for t in texts.values() for e in metrics.emojis_of(t)}),
+                    "with_words": sum(bool(metrics.words_leaked(t)) for t in texts.values()),
+                    "overlap": sum(overlap) / len(overlap) if overlap else None,
+                    "f1": sum(f1) / len(f1) if f1 else None}
+    figure_rows = [[names[k], f"{s['emoji_only']}/{s['n']} ({s['emoji_only'] / s['n']:.0%})",
+                    f"{s['per_answer']:.1f}", str(s["distinct"]), str(s["with_words"]),
+                    "—" if s["overlap"] is None else f"{s['overlap']:.2f}"]
+                   + (["—" if s["f1"] is None else f"{s['f1']:.2f}"] if references else [])
+                   for k, s in stats.items()]
+    lines += ["Per model, on these prompts: emoji-only = nothing but emojis; distinct = different emojis over all "
+              "answers; overlap = mean Jaccard of the emoji sets the model and ChatGPT gave the same prompt.", "",
+              tabulate(figure_rows, headers=["model", "emoji-only", "emojis per answer", "distinct emojis",
+                                             "answers with words", "overlap with ChatGPT"]
+                       + (["F1 vs reference"] if references else []), tablefmt="github", disable_numparse=True),
+              ""]
+
+    lines += ["### 3 Comparison (draft - edit this)", ""]
+    if "chatgpt" not in stats:
+        return "\n".join(lines + ["Run step 4 first (see above): the comparison needs ChatGPT's answers."])
+    c, fine = stats["chatgpt"], [k for k in fts if k in stats]
+
+    def listing(fmt):
+        return ", ".join(f"{names[k]} {fmt(stats[k])}" for k in fine + ["chatgpt"])
+
+    lines += ["_Built from the figures above: read the table and replace each point with your own judgement._", ""]
+    lines.append("- **Quality** (keeping to emojis): emoji-only answers - "
+                 + listing(lambda s: f"{s['emoji_only']}/{s['n']}") + ". "
+                 + (f"ChatGPT put words into {c['with_words']} of {c['n']} answer(s) despite the explicit instruction."
+                    if c["with_words"] else "ChatGPT never added words.")
+                 + " <!-- Which answers read best? -->")
+    if any(stats[k]["f1"] is not None for k in stats):
+        lines.append("- **Relevance**: mean F1 against the reference emojis - "
+                     + ", ".join(f"{names[k]} {stats[k]['f1']:.2f}" for k in fine + ["chatgpt"]
+                                 if stats[k]["f1"] is not None)
+                     + ". <!-- Do the emojis carry the sentence's meaning, or only its nouns? -->")
+    else:
+        agree = ", ".join(f"{names[k]} {stats[k]['overlap']:.2f}" for k in fine if stats[k]["overlap"] is not None)
+        lines.append("- **Relevance**: novel prompts have no reference answer, so judge by reading the table; "
+                     f"agreement with ChatGPT's emojis (mean Jaccard): {agree or 'n/a'}. <!-- Which model carries "
+                     "the sentence's meaning, not only its nouns? -->")
+    lines.append("- **Creativity**: emojis per answer / distinct emojis - "
+                 + listing(lambda s: f"{s['per_answer']:.1f} / {s['distinct']}")
+                 + ". <!-- Surprising and expressive, or literal and repetitive? -->")
+    if fine:
+        lines.append("- **Generalisation**: none of these sentences was in the training data. The fine-tunes kept "
+                     "the trained emoji-only format on "
+                     + " and ".join(f"{stats[k]['emoji_only']}/{stats[k]['n']} ({names[k]})" for k in fine)
+                     + f"; ChatGPT, never trained on the task, needed the written instruction and managed "
+                     f"{c['emoji_only']}/{c['n']}. <!-- Did fine-tuning teach the task, or only the training pairs? -->")
+    return "\n".join(lines)
 
 
 def discussion():

@@ -1,10 +1,10 @@
 """04_chatgpt.py run as a user runs it, against a real OpenAI-compatible server (llama.cpp serving SmolLM2, from
 conftest.py), with a small fault-injecting proxy in front of it for rate limits, server errors, timeouts and a
 server that goes away mid-run. Every test works in its own EMOJI_OUT folder holding a hand-made generations.jsonl."""
+import ast
 import csv
 import http.client
 import http.server
-import importlib.util
 import json
 import os
 import signal
@@ -380,15 +380,74 @@ def test_missing_generations_names_step_3(tmp_path):
 
 
 # ---------------------------------------------------------------- the report's Task 3 section
-def load_report():
-    path = ROOT / "05_report.py"
-    if not path.exists():
-        pytest.skip("05_report.py is not there yet")
-    spec = importlib.util.spec_from_file_location("report_05", path)
-    module = importlib.util.module_from_spec(spec)
-    argv, sys.argv = sys.argv, [str(path)]
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.argv = argv
-    return module
+def report_section():
+    """chatgpt_section and its _chatgpt_* helpers from 05_report.py, without running the whole script (which needs
+    trained adapters); they use only common, metrics and tabulate."""
+    import common
+    import metrics
+    from tabulate import tabulate
+
+    tree = ast.parse((ROOT / "05_report.py").read_text(encoding="utf-8"))
+    wanted = [node for node in tree.body if isinstance(node, ast.FunctionDef)
+              and (node.name == "chatgpt_section" or node.name.startswith("_chatgpt"))]
+    namespace = {"common": common, "metrics": metrics, "tabulate": tabulate}
+    exec(compile(ast.Module(body=wanted, type_ignores=[]), "05_report.py", "exec"), namespace)
+    return namespace["chatgpt_section"]
+
+
+def section_of(out):
+    generations = [json.loads(line) for line in (out / "generations.jsonl").read_text(encoding="utf-8").splitlines()]
+    text = report_section()(generations, answers(out))
+    (out / "report_task3.md").write_text(text, encoding="utf-8")  # so assert_no_key checks the report too
+    return text
+
+
+def table_rows(text):
+    """The body rows of every Markdown table in text, as lists of stripped cells (no escaped pipes in these)."""
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith(("| prompt", "| model"))]
+
+
+def test_report_section_with_api_answers(out, llama_server):
+    result = run(out, *FAST, key=llama_server.api_key, base_url=llama_server.base_url)
+    assert result.returncode == 0, result.stderr
+    text = section_of(out)
+    assert "not run" not in text
+    rows = {r["prompt"]: r for r in answers(out)}
+    body = table_rows(text)
+    for (prompt, ft1, ft5), cells in zip(NOVEL, body):
+        assert cells[:3] == [prompt, ft1, ft5]
+        assert cells[3].startswith(" ".join(rows[prompt]["answer"].split())[:40])
+        assert cells[3].endswith("⚠️words") == rows[prompt]["has_words"]
+    assert "5 answer(s) from the API: model `gpt-4o-mini`" in text and f"127.0.0.1:{llama_server.port}" in text
+    figures = {cells[0]: cells[1:] for cells in body[5:]}
+    assert figures["1-epoch fine-tune"][:3] == ["5/5 (100%)", "2.6", "13"]
+    assert figures["5-epoch fine-tune"][:4] == ["4/5 (80%)", "2.4", "12", "1"]
+    chatgpt_only = sum(r["emoji_only"] for r in rows.values())
+    assert figures["ChatGPT"][0] == f"{chatgpt_only}/5 ({chatgpt_only / 5:.0%})"
+    assert figures["ChatGPT"][3] == str(sum(r["has_words"] for r in rows.values()))
+    assert "### 3 Comparison (draft - edit this)" in text
+    for aspect in ("Quality", "Relevance", "Creativity", "Generalisation"):
+        assert f"**{aspect}**" in text
+    assert_no_key(out, llama_server.api_key, text, result.stdout)
+
+
+def test_report_section_not_run_says_how(out):
+    assert run(out).returncode == 0
+    text = section_of(out)
+    assert "**not run**" in text
+    assert "OPENAI_API_KEY" in text and "OPENAI_BASE_URL" in text, "API mode explained"
+    assert "chatgpt_prompts.md" in text and "data/chatgpt_responses.csv" in text, "paste-sheet mode explained"
+    assert len(table_rows(text)) == 5 + 2, "the fine-tunes' answers are still shown, plus their figures"
+
+
+def test_report_section_with_manual_answers(out):
+    responses = out.parent / "responses.csv"
+    responses.write_text(f"prompt,answer\n{PROMPTS[0]},🐶🥰🏡\n{PROMPTS[1]},Boom! 🌋🧺\n", encoding="utf-8")
+    assert run(out, "--manual-csv", str(responses)).returncode == 0
+    text = section_of(out)
+    assert "2 answer(s) pasted by hand from ChatGPT (web)" in text
+    assert "3 prompt(s) have no ChatGPT answer yet" in text
+    body = table_rows(text)
+    assert [cells[3] for cells in body[:5]] == ["🐶🥰🏡", "Boom! 🌋🧺 ⚠️words", "—", "—", "—"]
+    assert [cells[4] for cells in body[:2]] == ["✅✅✅", "✅✅❌"]
