@@ -316,7 +316,7 @@ def chatgpt_section(generations, chatgpt_rows):
     latest = _chatgpt_latest(chatgpt_rows)
     chatgpt = {p: latest[p].get("answer") or "" for p in prompts if latest.get(p, {}).get("status") == "ok"}
 
-    lines = ["## 3 ChatGPT on the novel prompts", ""]
+    lines = ["## Task 3: ChatGPT on the novel prompts", ""]
     if not prompts:
         return "\n".join(lines + ["Not run: step 3 wrote no novel prompts (run `python 03_generate.py`)."])
     if chatgpt:
@@ -380,7 +380,7 @@ def chatgpt_section(generations, chatgpt_rows):
                        + (["F1 vs reference"] if references else []), tablefmt="github", disable_numparse=True),
               ""]
 
-    lines += ["### 3 Comparison (draft - edit this)", ""]
+    lines += ["### Task 3 comparison (draft - edit this)", ""]
     if "chatgpt" not in stats:
         return "\n".join(lines + ["Run step 4 first (see above): the comparison needs ChatGPT's answers."])
     c, fine = stats["chatgpt"], [k for k in fts if k in stats]

@@ -412,7 +412,7 @@ def test_report_section_with_api_answers(out, llama_server):
     result = run(out, *FAST, key=llama_server.api_key, base_url=llama_server.base_url)
     assert result.returncode == 0, result.stderr
     text = section_of(out)
-    assert "not run" not in text
+    assert text.startswith("## Task 3") and "not run" not in text
     rows = {r["prompt"]: r for r in answers(out)}
     body = table_rows(text)
     for (prompt, ft1, ft5), cells in zip(NOVEL, body):
@@ -426,7 +426,7 @@ def test_report_section_with_api_answers(out, llama_server):
     chatgpt_only = sum(r["emoji_only"] for r in rows.values())
     assert figures["ChatGPT"][0] == f"{chatgpt_only}/5 ({chatgpt_only / 5:.0%})"
     assert figures["ChatGPT"][3] == str(sum(r["has_words"] for r in rows.values()))
-    assert "### 3 Comparison (draft - edit this)" in text
+    assert "### Task 3 comparison (draft - edit this)" in text
     for aspect in ("Quality", "Relevance", "Creativity", "Generalisation"):
         assert f"**{aspect}**" in text
     assert_no_key(out, llama_server.api_key, text, result.stdout)
