@@ -103,8 +103,9 @@ def assert_complete(out):
 
 class FaultProxy:
     """A threaded HTTP proxy in front of the real server. `plan` lists what to do with the first requests, one entry
-    each: "ok" forwards, "429"/"500" answer that error, "sleep" stalls past the client's timeout, "down" closes the
-    connection and stops listening (the server went away). Requests past the plan are forwarded."""
+    each: "ok" forwards, "429"/"500" answer that error, "sleep" stalls past the client's timeout and then drops the
+    request (the real server never sees it), "down" closes the connection and stops listening (the server went
+    away). Requests past the plan are forwarded."""
 
     def __init__(self, upstream, plan=(), sleep_s=3.0):
         self.upstream = urlsplit(upstream)
@@ -138,8 +139,10 @@ class FaultProxy:
                     kind = "rate_limit_exceeded" if action == "429" else "server_error"
                     return self.reply(int(action), json.dumps({"error": {"message": f"injected {action}",
                                                                          "type": kind, "code": kind}}).encode())
-                if action == "sleep":
+                if action == "sleep":  # stall, then drop the request: the client has given up by then
                     time.sleep(proxy.sleep_s)
+                    self.close_connection = True
+                    return
                 try:
                     self.forward(body)
                 except (BrokenPipeError, ConnectionResetError):
@@ -279,8 +282,9 @@ def test_server_errors_exhaust_retries_record_failure_and_move_on(out, llama_ser
 
 
 def test_timeout_is_retried(out, llama_server, proxy):
-    server = proxy(plan=["sleep"], sleep_s=4)
-    result = run(out, *FAST, "--timeout-s", "1", key=llama_server.api_key, base_url=server.url)
+    server = proxy(plan=["sleep"], sleep_s=6)
+    # 3 s: well past a real answer of the small model (under a second), well short of the stall
+    result = run(out, *FAST, "--timeout-s", "3", key=llama_server.api_key, base_url=server.url)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "APITimeoutError" in result.stdout and "retry 1/4" in result.stdout
     assert server.count == 6
