@@ -43,9 +43,9 @@ def configure(namespace, doc):
             continue
         flag = "--" + name.lower().replace("_", "-")
         if isinstance(value, bool):
-            parser.add_argument(flag, dest=name, default=value, type=_parse_bool, metavar="true|false")
-        else:
-            parser.add_argument(flag, dest=name, default=value, type=type(value))
+            parser.add_argument(flag, dest=name, default=value, type=_parse_bool, metavar="true|false", help="(bool)")
+        else:  # argparse prints "(default: ...)" only after a non-blank help text
+            parser.add_argument(flag, dest=name, default=value, type=type(value), help=f"({type(value).__name__})")
     parser.add_argument("--force", action="store_true", help="redo work whose outputs already exist")
     args = parser.parse_args()
     namespace.update({k: v for k, v in vars(args).items() if k.isupper()})
@@ -161,6 +161,13 @@ def uses_unsloth(name):
     return cuda_available() and name != EMBEDDED and os.environ.get("EMOJI_NO_UNSLOTH") != "1"
 
 
+def import_unsloth_if_used(name):
+    """Unsloth patches transformers, PEFT and TRL as it is imported, so a script that will use it imports it before
+    those (Unsloth warns otherwise and some of its trainer patches are then missing). No-op on a CPU machine."""
+    if uses_unsloth(resolve_model(name)):
+        import unsloth  # noqa: F401
+
+
 def embedded_gguf_dir():
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None:
@@ -174,7 +181,8 @@ def train_dtype():
 
     if not torch.cuda.is_available():
         return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # including_emulation=False: by default torch also answers True on a T4 (sm75), which can only emulate bf16.
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
 
 
 def load_model(name, max_seq_length=256):
@@ -188,17 +196,24 @@ def load_model(name, max_seq_length=256):
         from unsloth import FastLanguageModel
 
         model, tokenizer = FastLanguageModel.from_pretrained(
-            model_name=name, max_seq_length=max_seq_length, dtype=None, load_in_4bit=True
+            model_name=name, max_seq_length=max_seq_length, dtype=train_dtype(), load_in_4bit=True
         )
+        model._emoji_unsloth = True  # read by prepare_for_inference (also through a PeftModel wrapper)
     elif name == EMBEDDED:
         model, tokenizer = _load_embedded()
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=train_dtype())
-        if torch.cuda.is_available():
-            model.to("cuda")
+        if torch.cuda.is_available():  # without Unsloth (EMOJI_NO_UNSLOTH=1): plain bitsandbytes 4-bit, same data type
+            from transformers import BitsAndBytesConfig
+
+            quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                       bnb_4bit_compute_dtype=train_dtype())
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=train_dtype(), quantization_config=quant,
+                                                         device_map={"": 0})
+        else:
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=train_dtype())
     align_stop_token(model, tokenizer)
     print(f"model: {name} | device: {device_summary()} | dtype: {model.dtype} | "
           f"loaded in {time.time() - start:.1f}s", flush=True)
@@ -296,7 +311,7 @@ def generate(model, tokenizer, prompts, max_new_tokens, batch_size=16, do_sample
 
 def prepare_for_inference(model):
     """Switch Unsloth models to their fast generation mode; plain models need nothing."""
-    if cuda_available() and "unsloth" in type(model).__module__ + str(getattr(model, "base_model", "")):
+    if getattr(model, "_emoji_unsloth", False):  # set by load_model; a PeftModel forwards the attribute lookup
         from unsloth import FastLanguageModel
 
         FastLanguageModel.for_inference(model)

@@ -65,7 +65,7 @@ def test_generate_refuses_a_known_prompt_outside_the_train_split(dataset, tmp_pa
     script = (ROOT / "03_generate.py").read_text("utf-8")
     held_out = split["validation"][0]["sentence"]
     edited = tmp_path / "03_generate.py"
-    edited.write_text(script.replace(repr(SETS["KNOWN"][0]), repr(held_out), 1), encoding="utf-8")
+    edited.write_text(script.replace(json.dumps(SETS["KNOWN"][0]), json.dumps(held_out, ensure_ascii=False), 1), encoding="utf-8")
     import os
     import subprocess
     import sys
