@@ -48,12 +48,15 @@ def test_finetuned_prompt_is_the_training_prompt_and_base_gets_its_chat_template
     assert "[INST]" not in native
 
 
-def test_trl_collator_masks_the_prompt_out_of_the_labels(smollm):
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+def test_sft_trainer_keeps_only_the_answer_in_the_labels(smollm, tmp_path):
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
 
-    _, tokenizer = smollm
+    model, tokenizer = smollm
     examples = [common.tokenize_example(tokenizer, s, e) for s, e in [("Hi.", "👋"), ("A long day at work.", "💼😩")]]
-    batch = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, completion_only_loss=True)(examples)
-    for row, example in zip(batch["labels"].tolist(), examples):
-        kept = [t for t in row if t != -100]
+    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=Dataset.from_list(examples),
+                         args=SFTConfig(output_dir=str(tmp_path), completion_only_loss=True, report_to=[], bf16=False))
+    for row, example in zip(trainer.train_dataset, examples):
+        kept = [t for t in row["labels"] if t != -100]
         assert kept == [i for i, m in zip(example["input_ids"], example["completion_mask"]) if m]
+        assert tokenizer.decode(kept).endswith("<|im_end|>")
