@@ -4,6 +4,7 @@ same data, same seed), with the loss on the answer only and the validation loss 
 With CUDA the default model is Llama-2-7B-chat in 4-bit through Unsloth's fused kernels; without CUDA it is the
 embedded SmolLM2-135M-Instruct through transformers + PEFT. Each run saves its adapter, tokenizer, losses and run
 metadata under outputs/adapters/epochsN/."""
+import gc
 import hashlib
 import shutil
 import sys
@@ -32,6 +33,7 @@ EARLY_STOPPING_PATIENCE = 1
 args = common.configure(globals(), __doc__)
 common.require(common.DATASET_DIR / "dataset_dict.json", "01_make_dataset.py")
 
+common.import_unsloth_if_used(MODEL)  # before transformers/TRL/PEFT, so that Unsloth's patches apply
 import torch  # noqa: E402  (heavy imports after --help and the input check)
 from datasets import load_from_disk  # noqa: E402
 from transformers import EarlyStoppingCallback, set_seed  # noqa: E402
@@ -67,8 +69,10 @@ def add_lora(model):
     if common.uses_unsloth(model_name):
         from unsloth import FastLanguageModel
 
+        # No activation checkpointing here either: on the H100 it made a batch-8 step 27% slower (0.324 s vs 0.256 s)
+        # for memory these short sequences don't need (peak 4.6 vs 7.5 GiB, within a T4's 15 GB); bench/NOTES.md.
         return FastLanguageModel.get_peft_model(model, r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT,
-                                                target_modules=targets, use_gradient_checkpointing="unsloth",
+                                                target_modules=targets, use_gradient_checkpointing=False,
                                                 random_state=SEED)
     from peft import LoraConfig, get_peft_model
 
@@ -84,6 +88,7 @@ def train(epochs):
                    remove_columns=raw["train"].column_names, desc="tokenizing")
     model = add_lora(model)
     dtype = common.train_dtype()
+    cpu_bf16 = common.cpu_bf16_autocast()
     out_dir = common.adapter_path(epochs)
     work_dir = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(work_dir, ignore_errors=True)
@@ -95,10 +100,14 @@ def train(epochs):
         completion_only_loss=True, logging_steps=1, eval_strategy="epoch", seed=SEED, report_to=[],
         save_strategy="epoch" if EARLY_STOPPING else "no", load_best_model_at_end=EARLY_STOPPING,
         metric_for_best_model="eval_loss", save_total_limit=1 if EARLY_STOPPING else None,
-        bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, dataloader_pin_memory=False,
+        bf16=dtype == torch.bfloat16 or cpu_bf16, fp16=dtype == torch.float16, use_cpu=cpu_bf16,
+        dataloader_pin_memory=False,
         # TRL turns activation checkpointing on by default; short sequences don't need the memory it saves, and
         # recomputing every forward costs a third more time (Unsloth's own checkpointing is set in add_lora).
         gradient_checkpointing=False,
+        # TRL's default, stated because Unsloth otherwise switches padding-free batches on by itself; without
+        # flash-attention its packed attention made a batch-8 step 2.7x slower on the H100 (bench/NOTES.md).
+        padding_free=False,
     )
     callbacks = [EarlyStoppingCallback(EARLY_STOPPING_PATIENCE)] if EARLY_STOPPING else []
     trainer = SFTTrainer(model=model, args=config, train_dataset=data["train"], eval_dataset=data["validation"],
@@ -122,7 +131,7 @@ def train(epochs):
     shutil.rmtree(work_dir / "checkpoints", ignore_errors=True)
     common.write_json(work_dir / "losses.json", losses)
     common.write_json(work_dir / "run.json", {
-        "model": model_name, "device": common.device_summary(), "dtype": str(dtype).replace("torch.", ""),
+        "model": model_name, "device": common.device_summary(), "dtype": str(dtype).replace("torch.", "") + (" + bf16 autocast" if cpu_bf16 else ""),
         "unsloth": common.uses_unsloth(model_name), "epochs": epochs, "epochs_trained": history[-1]["epoch"],
         "steps": result.global_step, "train_seconds": round(train_seconds, 1), "load_seconds": round(load_seconds, 1),
         "peak_memory_gib": round(common.peak_memory_gib(), 2), "train_size": len(data["train"]),
@@ -139,3 +148,6 @@ def train(epochs):
 for epochs in todo:
     start = time.time()
     train(epochs)
+    gc.collect()  # free the finished run's model (reference cycles) before the next run loads another copy
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
