@@ -113,6 +113,7 @@ if not any(todo.values()):
     sys.exit(0)
 
 # ---- one base model in memory, the adapters switched on top of it
+common.import_unsloth_if_used(model_name)  # before PEFT/transformers, so that Unsloth's patches apply
 from peft import PeftModel  # noqa: E402
 
 model, tokenizer = common.load_model(model_name)

@@ -1,0 +1,197 @@
+"""Run one of the project's scripts unchanged, recording when things happen, for bench/benchmark.py.
+
+    BENCH_EVENTS=events.json python bench/instrument.py 02_train.py --model /tmp/llama2-7b-shaped [...]
+
+Records (seconds since this process started): each common.load_model call, every trainer step (with CUDA synchronised
+at its start and end, so a step's time is its GPU work), train begin/end, each common.generate call. Optional, for
+03_generate.py, after the script has finished with its model still in memory:
+  BENCH_GEN_COMPARE=N   generate the fine-tuned prompt of every report prompt with adapter ft1: all at once in
+                        batches, then the first N one at a time (greedy, MAX_NEW_TOKENS each), timing both;
+  BENCH_REF_ADAPTER=dir before the model switches to inference mode, the loss of a fixed batch (the first 16
+                        validation pairs, answer tokens only) with that adapter loaded as "ref": the same adapter
+                        file in both paths gives the loss-equivalence check.
+"""
+import json
+import os
+import runpy
+import sys
+import time
+from pathlib import Path
+
+T0 = time.time()
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+EVENTS = Path(os.environ["BENCH_EVENTS"])
+ev = {"argv": sys.argv[1:], "loads": [], "runs": [], "generate": [], "notes": []}
+
+
+def now():
+    return round(time.time() - T0, 3)
+
+
+def dump():
+    EVENTS.write_text(json.dumps(ev, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def sync():
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+import common  # noqa: E402  (the scripts' own module object: the wrappers below are what they call)
+
+if os.environ.get("BENCH_UNSLOTH") == "1":
+    t = now()
+    import unsloth  # noqa: F401,E402  (as the scripts do: before transformers, which the hooks below import)
+    ev["unsloth_import_s"] = round(now() - t, 1)
+
+_load = common.load_model
+_tokenizer_holder = [None]  # 03 keeps its tokenizer to itself; the loss check needs it
+
+
+def load_model(*args, **kwargs):
+    start = now()
+    model, tokenizer = _load(*args, **kwargs)
+    _tokenizer_holder[0] = tokenizer
+    ev["loads"].append({"start": start, "end": now()})
+    dump()
+    return model, tokenizer
+
+
+common.load_model = load_model
+
+_generate = common.generate
+
+
+def generate(model, tokenizer, prompts, max_new_tokens, batch_size=16, **kwargs):
+    sync()
+    start = now()
+    out = _generate(model, tokenizer, prompts, max_new_tokens, batch_size=batch_size, **kwargs)
+    sync()
+    ev["generate"].append({"start": start, "s": round(now() - start, 3), "prompts": len(prompts),
+                           "max_new_tokens": max_new_tokens, "batch_size": batch_size,
+                           "do_sample": kwargs.get("do_sample", False), "desc": kwargs.get("desc")})
+    dump()
+    return out
+
+
+common.generate = generate
+
+_prepare = common.prepare_for_inference
+
+
+def prepare_for_inference(model):
+    ref = os.environ.get("BENCH_REF_ADAPTER")
+    if ref and Path(ref, "adapter_config.json").exists():
+        try:
+            ev["loss_check"] = fixed_batch_loss(model, ref)
+        except Exception as exc:  # a failed check must not cost the benchmark
+            ev["loss_check"] = {"error": repr(exc)[:500]}
+        dump()
+    return _prepare(model)
+
+
+common.prepare_for_inference = prepare_for_inference
+
+
+def fixed_batch_loss(model, ref):
+    import torch
+    from datasets import load_from_disk
+
+    tokenizer = _tokenizer_holder[0]
+    data = load_from_disk(str(common.DATASET_DIR))["validation"]
+    rows = [common.tokenize_example(tokenizer, s, e) for s, e in zip(data["sentence"][:16], data["emojis"][:16])]
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100)
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        ids[i, :n] = torch.tensor(r["input_ids"])
+        mask[i, :n] = 1
+        labels[i, :n] = torch.tensor([t if m else -100 for t, m in zip(r["input_ids"], r["completion_mask"])])
+    device = next(model.parameters()).device
+    model.load_adapter(ref, adapter_name="ref")
+    model.set_adapter("ref")
+    dtype = common.train_dtype()
+    with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
+        loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
+    return {"adapter": str(ref), "loss": float(loss), "examples": len(rows), "answer_tokens": int((labels != -100).sum())}
+
+
+
+if sys.argv[1].startswith("02"):
+    from transformers import trainer_callback  # noqa: E402
+
+    class Recorder(trainer_callback.TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            ev["runs"].append({"begin": now(), "steps": [], "evaluations": [],
+                               "batch_size": args.per_device_train_batch_size,
+                               "grad_accum": args.gradient_accumulation_steps,
+                               "epochs": args.num_train_epochs, "padding_free": getattr(args, "padding_free", None),
+                               "gradient_checkpointing": args.gradient_checkpointing, "optim": str(args.optim),
+                               "bf16": args.bf16, "fp16": args.fp16})
+            dump()
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            sync()
+            self.t = now()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            sync()
+            ev["runs"][-1]["steps"].append([self.t, round(now() - self.t, 4)])
+
+        def on_evaluate(self, args, state, control, **kwargs):
+            if ev["runs"]:
+                ev["runs"][-1]["evaluations"].append(now())
+
+        def on_train_end(self, args, state, control, **kwargs):
+            ev["runs"][-1]["end"] = now()
+            import torch
+
+            if torch.cuda.is_available():
+                ev["runs"][-1]["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+            dump()
+
+    _handler_init = trainer_callback.CallbackHandler.__init__
+
+    def handler_init(self, callbacks, *args, **kwargs):
+        _handler_init(self, list(callbacks) + [Recorder()], *args, **kwargs)
+
+    trainer_callback.CallbackHandler.__init__ = handler_init
+
+script = sys.argv[1]
+sys.argv = sys.argv[1:]
+exit_code = 0
+try:
+    g = runpy.run_path(str(ROOT / script), run_name="__main__")
+except SystemExit as exc:
+    exit_code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    g = None
+ev["script_end"] = now()
+dump()
+
+compare = int(os.environ.get("BENCH_GEN_COMPARE", "0"))
+if g is not None and compare and "prompt_sets" in g:
+    model, tokenizer = g["model"], g["tokenizer"]
+    prompts = [common.finetuned_prompt(tokenizer, p) for items in g["prompt_sets"].values() for p, _ in items]
+    if "ft1" in getattr(model, "peft_config", {}):
+        model.set_adapter("ft1")
+    max_new = g["MAX_NEW_TOKENS"]
+    batch = g["BATCH_SIZE"]
+    result = {"prompts": len(prompts), "max_new_tokens": max_new}
+    for name, size, subset in (("batched", batch, prompts), ("one_at_a_time", 1, prompts[:compare])):
+        sync()
+        start = time.time()
+        outs = common.generate(model, tokenizer, subset, max_new_tokens=max_new, batch_size=size, desc=name)
+        sync()
+        seconds = time.time() - start
+        new_tokens = sum(len(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outs)
+        result[name] = {"prompts": len(subset), "batch_size": size, "s": round(seconds, 2),
+                        "prompts_per_s": round(len(subset) / seconds, 2), "decoded_tokens": new_tokens}
+    result["speedup"] = round(result["batched"]["prompts_per_s"] / result["one_at_a_time"]["prompts_per_s"], 2)
+    ev["gen_compare"] = result
+    dump()
+sys.exit(exit_code)
