@@ -235,12 +235,20 @@ def _load_embedded():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cache = CACHE_DIR / "smollm2-135m-instruct"
-    if (cache / "config.json").exists():
-        return AutoModelForCausalLM.from_pretrained(cache), AutoTokenizer.from_pretrained(cache)
+    if not (cache / "config.json").exists():
+        _convert_embedded(cache)
+    # Always load the plain copy, so the first run trains exactly the model later runs do.
+    return AutoModelForCausalLM.from_pretrained(cache), AutoTokenizer.from_pretrained(cache)
+
+
+def _convert_embedded(cache):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print("converting the embedded GGUF model once (about 15 s)...", flush=True)
     gguf_dir = embedded_gguf_dir()
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=EMBEDDED_GGUF)
     model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=EMBEDDED_GGUF)
-    # The weights are de-quantised to float32 on load; drop the GGUF marker so the model saves and trains as plain.
+    # The weights are de-quantised to float32 on load; drop the GGUF marker so the model can be saved as plain.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -252,7 +260,6 @@ def _load_embedded():
 
         shutil.rmtree(cache)
     tmp.replace(cache)
-    return model, tokenizer
 
 
 def align_stop_token(model, tokenizer):

@@ -86,3 +86,16 @@ def run_script(script, *args, out, env=None, timeout=900):
     full_env = {**__import__("os").environ, "EMOJI_OUT": str(out), "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, encoding="utf-8", timeout=timeout)
+
+
+def report_section(report, heading):
+    """Text of the report section whose '## ' heading starts with `heading`, up to the next '## ' heading."""
+    return report.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+
+
+def table_rows(text):
+    """Cells of the data rows of the first Markdown table in `text`."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return [[c.strip() for c in line.strip("|").split(" | ")] for line in lines[start + 2:end]]

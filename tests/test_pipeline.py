@@ -5,14 +5,7 @@ import re
 
 import pytest
 
-from conftest import run_script
-
-
-def table_rows(report, heading):
-    """Data rows of the first Markdown table under a heading that starts with `heading`."""
-    section = report.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
-    lines = [line for line in section.splitlines() if line.startswith("|")]
-    return lines[2:]  # header and separator first
+from conftest import report_section, run_script, table_rows
 
 
 @pytest.fixture(scope="module")
@@ -89,10 +82,10 @@ def test_report_has_every_table_with_five_rows(pipeline):
     report = (out / "report.md").read_text("utf-8")
     for heading in ("2.1 Known prompts", "2.2 Novel prompts", "2.3 Edge cases", "4.2 Emoji prompts",
                     "4.2 Non-emoji prompts"):
-        assert len(table_rows(report, heading)) == 5, heading
+        assert len(table_rows(report_section(report, heading))) == 5, heading
     assert "## Summary: models × metrics" in report and "![Training and validation loss](loss.png)" in report
     assert (out / "loss.png").stat().st_size > 1000
-    task3 = report.split("## Task 3", 1)[1].split("\n## ", 1)[0]
+    task3 = report_section(report, "Task 3")
     assert "not run" in task3 and "04_chatgpt.py" in task3
     draft = report.split("## 4.3 Discussion (draft)", 1)[1]
     words = int(re.search(r"_(\d+) words", draft).group(1))

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from conftest import run_script
+from conftest import report_section as section, run_script, table_rows as rows_of
 
 KNOWN = [("I love pizza.", "🍕😍"), ("Rainy day.", "🌧️☔"), ("Go team!", "🏆🎉"), ("Sleepy.", "😴"),
          ("Beach time.", "🏖️☀️")]
@@ -71,18 +71,6 @@ def report(tmp_path_factory):
     result = run_script("05_report.py", out=out)
     assert result.returncode == 0, result.stderr
     return out, (out / "report.md").read_text("utf-8")
-
-
-def section(report, heading):
-    return report.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
-
-
-def rows_of(text):
-    """Cells of the data rows of the first Markdown table in `text`."""
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
-    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
-    return [[c.strip() for c in line.strip("|").split(" | ")] for line in lines[start + 2:end]]
 
 
 def test_generations_rows_are_assigned_to_each_model():
