@@ -435,18 +435,26 @@ def discussion():
                      "original model")
     if pct(kw) != pct(kw_base) and kw < kw_base:
         signs.append(f"fewer correct facts ({pct(kw)} keyword hits against {pct(kw_base)})")
+    gap, gap_first = known[last]["f1"] - val[last]["f1"], known[first_ft]["f1"] - val[first_ft]["f1"]
+    if round(gap, 2) > round(gap_first, 2) and gap > 0:
+        signs.append(f"a memorisation gap (F1 {known[last]['f1']:.2f} on training prompts against "
+                     f"{val[last]['f1']:.2f} held out; {known[first_ft]['f1']:.2f} against "
+                     f"{val[first_ft]['f1']:.2f} after one epoch)")
     if round(diversity[last], 2) < round(diversity[first_ft], 2):  # compare what the tables show
         signs.append(f"less varied emojis ({diversity[last]:.2f} distinct per emoji against "
                      f"{diversity[first_ft]:.2f} after one epoch)")
+    leak_note = (f" The leak is already {pct(general[first_ft]['leak'])} after one epoch, so it comes from training "
+                 "on emoji-only answers at all, not only from the extra epochs."
+                 if leak > leak_base and general[first_ft]["leak"] >= leak else "")
     verdict = ("shows signs of overfitting: " + "; ".join(signs) + "." if signs else
                "shows no clear sign of overfitting in these measurements.")
     text = " ".join([
-        f"Draft for Task 4.3 - edit before use. After {runs[last]['epochs']} epochs, {trend}; the "
+        f"Draft for Task 4.3 - edit before use. After {runs[last]['epochs_trained']:g} epochs, {trend}; the "
         f"{runs[first_ft]['epochs']}-epoch run ended at {losses[first_ft]['validation'][-1]['loss']:.3f}.",
         f"On the held-out validation split the {runs[last]['epochs']}-epoch model reaches F1 {val[last]['f1']:.2f} "
         f"and {pct(val[last]['emoji_only'])} emoji-only answers, against F1 {val[first_ft]['f1']:.2f} and "
         f"{pct(val[first_ft]['emoji_only'])} after one epoch and F1 {val['base']['f1']:.2f} for the base model.",
-        f"The {runs[last]['epochs']}-epoch model therefore {verdict}",
+        f"The {runs[last]['epochs']}-epoch model therefore {verdict}{leak_note}",
         "Early stopping on validation loss (`python 02_train.py --early-stopping true`) would keep the epoch with "
         f"the lowest loss, here epoch {best['epoch']:.0f}.",
         f"Regularisation is a cheap second lever: LoRA dropout is {runs[last]['settings']['LORA_DROPOUT']}, weight "

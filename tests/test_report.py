@@ -59,7 +59,8 @@ def write_inputs(out):
         settings = dict(BATCH_SIZE=8, GRAD_ACCUM=1, LEARNING_RATE=1e-3, LR_SCHEDULER="linear", WEIGHT_DECAY=0.0,
                         LORA_R=16, LORA_ALPHA=32, LORA_DROPOUT=0.05, SEED=42)
         (folder / "run.json").write_text(json.dumps(dict(
-            model="embedded", device="cpu (2 threads)", dtype="float32", epochs=epochs, steps=4 * epochs,
+            model="embedded", device="cpu (2 threads)", dtype="float32", epochs=epochs, epochs_trained=float(epochs),
+            steps=4 * epochs,
             train_seconds=10.0 * epochs, load_seconds=1.0, peak_memory_gib=1.5, train_size=300, validation_size=2,
             final_train_loss=1.0, validation_losses=val, settings=settings, finished_at="v")))
 
@@ -130,4 +131,5 @@ def test_discussion_is_100_to_300_words_and_quotes_the_tables(report):
     assert "fell to 0.900 at epoch 2 and then rose to 1.200 at epoch 5" in body
     assert "F1 0.53" in body and "F1 1.00" in body and "F1 0.00" in body
     assert "emoji-leak rate on non-emoji questions of 100% against 0%" in body
+    assert "a memorisation gap (F1 1.00 on training prompts against 0.53 held out" in body
     assert "overfitting" in body
