@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from conftest import report_section, run_script, table_rows
+from conftest import ROOT, report_section, run_script, table_rows
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +90,26 @@ def test_report_has_every_table_with_five_rows(pipeline):
     draft = report.split("## 4.3 Discussion (draft)", 1)[1]
     words = int(re.search(r"_(\d+) words", draft).group(1))
     assert 100 <= words <= 300
+
+
+def test_early_stopping_stops_when_validation_loss_rises(tmp_path):
+    """The overfitting remedy the report proposes can be tried: with a learning rate high enough to overfit a small
+    subset quickly, training stops once validation loss rises (the best epoch's weights are reloaded by the
+    Trainer's load_best_model_at_end)."""
+    import csv
+
+    with open(ROOT / "data" / "emoji_pairs.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))[:61]
+    raw = tmp_path / "small.csv"
+    with raw.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    assert run_script("01_make_dataset.py", "--raw-csv", raw, out=tmp_path).returncode == 0
+    result = run_script("02_train.py", "--epochs", "6", "--early-stopping", "true", "--learning-rate", "5e-3",
+                        out=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads((tmp_path / "adapters" / "epochs6" / "run.json").read_text())
+    validation = [v["loss"] for v in json.loads((tmp_path / "adapters" / "epochs6" / "losses.json").read_text())
+                  ["validation"]]
+    assert run["epochs_trained"] < 6  # stopped early
+    assert validation[-1] > min(validation[1:])  # because validation loss rose
+    assert not (tmp_path / "adapters" / "epochs6" / "checkpoints").exists()
