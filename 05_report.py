@@ -135,7 +135,7 @@ def run_summary():
     s = first["settings"]
     return "\n".join([
         "## Run summary", "",
-        f"- Model: `{first['model']}`{' through Unsloth (4-bit)' if first.get('unsloth') else ''}",
+        f"- Model: `{common.model_label(first['model'])}`{' through Unsloth (4-bit)' if first.get('unsloth') else ''}",
         f"- Device: {first['device']}, dtype {first['dtype']}",
         f"- Data: {first['train_size']} training and {first['validation_size']} validation pairs",
         f"- LoRA r={s['LORA_R']}, alpha {s['LORA_ALPHA']}, dropout {s['LORA_DROPOUT']}; batch {s['BATCH_SIZE']}"

