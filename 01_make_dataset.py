@@ -5,6 +5,7 @@ the sentence, the emojis, the chat messages and the rendered Llama-2 chat string
 into seeded train/validation parts, saved with save_to_disk and as readable JSONL under outputs/dataset/."""
 import csv
 import hashlib
+import json
 import shutil
 import sys
 
@@ -25,7 +26,7 @@ if not raw_path.exists():
     sys.exit(f"error: {RAW_CSV} not found - write sentence,emoji pairs there (header: text,emoji); see README.")
 source_hash = hashlib.sha256(raw_path.read_bytes()).hexdigest()
 stamp = common.DATASET_DIR / "source.json"
-if stamp.exists() and not args.force and common.json.loads(stamp.read_text())["sha256"] == source_hash:
+if stamp.exists() and not args.force and json.loads(stamp.read_text())["sha256"] == source_hash:
     print(f"{common.display(common.DATASET_DIR)} is up to date with {RAW_CSV} (use --force to rebuild).")
     sys.exit(0)
 

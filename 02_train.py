@@ -5,7 +5,7 @@ With CUDA the default model is Llama-2-7B-chat in 4-bit through Unsloth's fused 
 embedded SmolLM2-135M-Instruct through transformers + PEFT. Each run saves its adapter, tokenizer, losses and run
 metadata under outputs/adapters/epochsN/."""
 import gc
-import hashlib
+import json
 import shutil
 import sys
 import time
@@ -41,7 +41,7 @@ from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 model_name = common.resolve_model(MODEL)
 epoch_runs = [int(e) for e in EPOCHS.split(",") if e.strip()]
-dataset_sha = common.json.loads((common.DATASET_DIR / "source.json").read_text())["sha256"]
+dataset_sha = json.loads((common.DATASET_DIR / "source.json").read_text())["sha256"]
 settings = {k: globals()[k] for k in ("BATCH_SIZE", "GRAD_ACCUM", "LEARNING_RATE", "LR_SCHEDULER", "WARMUP",
                                       "WEIGHT_DECAY", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT", "MAX_SEQ_LENGTH",
                                       "SEED", "MAX_STEPS", "EARLY_STOPPING", "EARLY_STOPPING_PATIENCE")}
@@ -81,6 +81,7 @@ def add_lora(model):
 
 
 def train(epochs):
+    start = time.time()
     set_seed(SEED)
     model, tokenizer = common.load_model(model_name, MAX_SEQ_LENGTH)
     load_seconds = time.time() - start
@@ -117,8 +118,8 @@ def train(epochs):
     train_start = time.time()
     result = trainer.train()
     train_seconds = time.time() - train_start
-    if "eval_loss" not in trainer.state.log_history[-2:][0] | trainer.state.log_history[-1]:
-        trainer.evaluate()  # a MAX_STEPS cap can end a run before its first epoch boundary
+    if not any("eval_loss" in h and h["step"] == result.global_step for h in trainer.state.log_history):
+        trainer.evaluate()  # a MAX_STEPS cap can end a run between epoch boundaries: measure where it stopped
 
     history = trainer.state.log_history
     losses = {
@@ -131,7 +132,8 @@ def train(epochs):
     shutil.rmtree(work_dir / "checkpoints", ignore_errors=True)
     common.write_json(work_dir / "losses.json", losses)
     common.write_json(work_dir / "run.json", {
-        "model": model_name, "device": common.device_summary(), "dtype": str(dtype).replace("torch.", "") + (" + bf16 autocast" if cpu_bf16 else ""),
+        "model": model_name, "device": common.device_summary(),
+        "dtype": str(dtype).replace("torch.", "") + (" + bf16 autocast" if cpu_bf16 else ""),
         "unsloth": common.uses_unsloth(model_name), "epochs": epochs, "epochs_trained": history[-1]["epoch"],
         "steps": result.global_step, "train_seconds": round(train_seconds, 1), "load_seconds": round(load_seconds, 1),
         "peak_memory_gib": round(common.peak_memory_gib(), 2), "train_size": len(data["train"]),
@@ -146,7 +148,6 @@ def train(epochs):
 
 
 for epochs in todo:
-    start = time.time()
     train(epochs)
     gc.collect()  # free the finished run's model (reference cycles) before the next run loads another copy
     if torch.cuda.is_available():

@@ -92,8 +92,7 @@ if args.force:
 old = common.read_jsonl(common.GENERATIONS)
 kept = [r for r in old if versions.get(r["model"]) == r["version"]]
 if len(kept) != len(old):  # rewrite without stale rows (a retrained adapter, another base model)
-    common.GENERATIONS.unlink()
-    common.append_jsonl(common.GENERATIONS, kept)
+    common.write_jsonl(common.GENERATIONS, kept)
 done = {(r["model"], r["set"], r["prompt"], r["sample"]) for r in kept}
 
 

@@ -15,7 +15,6 @@ failed, 2 when the server refused the key, the model or the quota, 130 when inte
 The API key is never written anywhere: only the server's host name is recorded next to each answer.
 """
 import csv
-import json
 import os
 import random
 import re
@@ -79,30 +78,17 @@ def answer_fields(text):
             "has_words": bool(words), "words": words}
 
 
-def latest_rows(rows):
-    """One row per prompt: its last successful answer, else its last failure. Keeps first-seen order."""
-    best = {}
-    for row in rows:
-        prompt = row.get("prompt")
-        if row.get("status") == "ok" or best.get(prompt, {}).get("status") != "ok":
-            best[prompt] = row
-    return best
+def answers_so_far():
+    return common.latest_answers(common.read_jsonl(common.CHATGPT_ANSWERS))
 
 
 def compact(path):
     """Rewrite the answers file with one row per prompt when re-runs superseded some rows. Atomic: an
     interruption leaves either the old or the new file, both valid (readers take the latest row anyway)."""
     rows = common.read_jsonl(path)
-    keep = list(latest_rows(rows).values())
-    if len(keep) == len(rows):
-        return
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for row in keep:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    keep = list(common.latest_answers(rows).values())
+    if len(keep) != len(rows):
+        common.write_jsonl(path, keep)
 
 
 def short(text, width=60):
@@ -148,13 +134,13 @@ with CSV_TEMPLATE.open("w", encoding="utf-8-sig", newline="") as f:  # BOM so sp
 mode = MODE if MODE != "auto" else ("api" if API_KEY or BASE_URL else "manual")
 if mode not in ("api", "manual"):
     sys.exit(f"error: --mode must be auto, api or manual, not {MODE!r}")
-done = {p: r for p, r in latest_rows(common.read_jsonl(common.CHATGPT_ANSWERS)).items() if r.get("status") == "ok"}
+done = {p: r for p, r in answers_so_far().items() if r.get("status") == "ok"}
 
 
 def summary_table():
     by_model = {(r["model"], r["prompt"]): r["output"] for r in generations
                 if r.get("set") == "novel" and r.get("sample") is None}
-    answers = latest_rows(common.read_jsonl(common.CHATGPT_ANSWERS))
+    answers = answers_so_far()
     rows = []
     for prompt in prompts:
         row = answers.get(prompt, {})
@@ -318,13 +304,13 @@ try:
         print(f"[{i}/{len(todo)}] {short(prompt, 40)!r} -> {short(row['answer'], 40)}{flag}", flush=True)
 except KeyboardInterrupt:
     compact(common.CHATGPT_ANSWERS)
-    kept = sum(1 for r in latest_rows(common.read_jsonl(common.CHATGPT_ANSWERS)).values() if r.get("status") == "ok")
+    kept = sum(1 for r in answers_so_far().values() if r.get("status") == "ok")
     print(f"\ninterrupted: {kept} answer(s) kept in {common.display(common.CHATGPT_ANSWERS)}; "
           "run again to ask only the missing prompts.", file=sys.stderr)
     sys.exit(130)
 
 compact(common.CHATGPT_ANSWERS)
-missing = [p for p in prompts if latest_rows(common.read_jsonl(common.CHATGPT_ANSWERS)).get(p, {}).get("status") != "ok"]
+missing = [p for p in prompts if answers_so_far().get(p, {}).get("status") != "ok"]
 print(summary_table())
 print(f"{len(prompts) - len(missing)}/{len(prompts)} prompts answered -> {common.display(common.CHATGPT_ANSWERS)}")
 if missing:

@@ -4,6 +4,7 @@ A table for every assignment item (2.1 known, 2.2 novel, 2.3 edge, 3 ChatGPT, 4.
 metric columns, a summary table models x metrics, held-out validation scores, consistency, overfitting signals, the
 loss curves as a PNG, and a discussion draft built from the measured numbers. Optional inputs that are missing
 (ChatGPT answers) appear as "not run" with the command that fills them in."""
+import json
 import statistics
 import sys
 
@@ -22,7 +23,7 @@ common.require(common.GENERATIONS, "03_generate.py")
 from tabulate import tabulate  # noqa: E402
 
 runs = {f"ft{e}": common.read_run(e) for e in epoch_runs}
-losses = {key: common.json.loads((common.adapter_path(int(key[2:])) / "losses.json").read_text()) for key in runs}
+losses = {key: json.loads((common.adapter_path(int(key[2:])) / "losses.json").read_text()) for key in runs}
 generations = common.read_jsonl(common.GENERATIONS)
 chatgpt_rows = common.read_jsonl(common.CHATGPT_ANSWERS)
 models = ["base", *runs]
@@ -262,15 +263,6 @@ def _chatgpt_cell(text, width=80):
     return (text[: width - 1] + "…" if len(text) > width else text) or "—"
 
 
-def _chatgpt_latest(rows):
-    """One row per prompt: its last successful answer, else its last failure (04 appends; later rows win)."""
-    best = {}
-    for row in rows:
-        if row.get("status") == "ok" or best.get(row.get("prompt"), {}).get("status") != "ok":
-            best[row.get("prompt")] = row
-    return best
-
-
 def _chatgpt_sources(answered):
     """Where the answers came from: API model, server and time span, or a manual paste."""
     lines, groups = [], {}
@@ -315,7 +307,7 @@ def chatgpt_section(generations, chatgpt_rows):
     fts = sorted({r["model"] for r in greedy if r["model"].startswith("ft") and r["model"][2:].isdigit()},
                  key=lambda k: int(k[2:]))
     names = {k: common.MODELS.get(k, f"{k[2:]}-epoch fine-tune") for k in fts} | {"chatgpt": "ChatGPT"}
-    latest = _chatgpt_latest(chatgpt_rows)
+    latest = common.latest_answers(chatgpt_rows)
     chatgpt = {p: latest[p].get("answer") or "" for p in prompts if latest.get(p, {}).get("status") == "ok"}
 
     lines = ["## Task 3: ChatGPT on the novel prompts", ""]

@@ -88,6 +88,30 @@ def read_jsonl(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
+def write_jsonl(path, rows):
+    """Replace a JSONL file atomically: an interruption leaves the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def latest_answers(rows):
+    """One row per prompt of the append-only ChatGPT answers file: its last successful answer, else its last
+    failure. Keeps first-seen order."""
+    best = {}
+    for row in rows:
+        prompt = row.get("prompt")
+        if row.get("status") == "ok" or best.get(prompt, {}).get("status") != "ok":
+            best[prompt] = row
+    return best
+
+
 def append_jsonl(path, rows):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
