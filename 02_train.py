@@ -25,6 +25,9 @@ LORA_R = 16
 LORA_ALPHA = 32
 LORA_DROPOUT = 0.05
 MAX_SEQ_LENGTH = 128
+OPTIM = "adamw_torch_fused"  # stated: Unsloth otherwise swaps in 8-bit AdamW without saying so
+CUDA_GRAPHS = True  # Unsloth path only: replay each transformer block as a CUDA graph (a step is launch-bound)
+PAD_MULTIPLE = 64  # with CUDA_GRAPHS: pad batches to a multiple of this, so a run has one or two shapes to record
 SEED = 42
 MAX_STEPS = -1  # > 0 caps each run (smoke tests); -1 trains the full epochs
 EARLY_STOPPING = False  # stop a run when validation loss stops improving (a remedy for overfitting)
@@ -33,7 +36,7 @@ EARLY_STOPPING_PATIENCE = 1
 args = common.configure(globals(), __doc__)
 common.require(common.DATASET_DIR / "dataset_dict.json", "01_make_dataset.py")
 
-common.import_unsloth_if_used(MODEL)  # before transformers/TRL/PEFT, so that Unsloth's patches apply
+common.import_unsloth_if_used(MODEL, cuda_graphs=CUDA_GRAPHS)  # before transformers/TRL/PEFT, so that Unsloth's patches apply
 import torch  # noqa: E402  (heavy imports after --help and the input check)
 from datasets import load_from_disk  # noqa: E402
 from transformers import EarlyStoppingCallback, set_seed  # noqa: E402
@@ -44,7 +47,7 @@ epoch_runs = [int(e) for e in EPOCHS.split(",") if e.strip()]
 dataset_sha = json.loads((common.DATASET_DIR / "source.json").read_text())["sha256"]
 settings = {k: globals()[k] for k in ("BATCH_SIZE", "GRAD_ACCUM", "LEARNING_RATE", "LR_SCHEDULER", "WARMUP",
                                       "WEIGHT_DECAY", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT", "MAX_SEQ_LENGTH",
-                                      "SEED", "MAX_STEPS", "EARLY_STOPPING", "EARLY_STOPPING_PATIENCE")}
+                                      "OPTIM", "SEED", "MAX_STEPS", "EARLY_STOPPING", "EARLY_STOPPING_PATIENCE")}
 
 
 def up_to_date(epochs):
@@ -80,16 +83,29 @@ def add_lora(model):
                                             target_modules=targets, task_type="CAUSAL_LM"))
 
 
+# One model for every run: it is loaded and given its adapters once, and each run starts from the same initial adapter
+# weights, copied back in place. Loading again cost a 7B model ~5 s, and with CUDA graphs the first run's recorded
+# graphs kept the first copy alive (5-epoch peak 10.2 instead of 7.1 GiB) and had to be recorded again.
+start = time.time()
+set_seed(SEED)
+model, tokenizer = common.load_model(model_name, MAX_SEQ_LENGTH)
+load_seconds = time.time() - start
+data = raw.map(lambda ex: common.tokenize_example(tokenizer, ex["sentence"], ex["emojis"]),
+               remove_columns=raw["train"].column_names, desc="tokenizing")
+model = add_lora(model)
+initial_adapter = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
 def train(epochs):
-    start = time.time()
-    set_seed(SEED)
-    model, tokenizer = common.load_model(model_name, MAX_SEQ_LENGTH)
-    load_seconds = time.time() - start
-    data = raw.map(lambda ex: common.tokenize_example(tokenizer, ex["sentence"], ex["emojis"]),
-                   remove_columns=raw["train"].column_names, desc="tokenizing")
-    model = add_lora(model)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in initial_adapter:
+                param.copy_(initial_adapter[name])
     dtype = common.train_dtype()
     cpu_bf16 = common.cpu_bf16_autocast()
+    # Padding costs the CPU real compute; on the GPU a step is bound by kernel launches, and fixed shapes let the
+    # recorded graphs be replayed instead of re-launching thousands of kernels per step (BENCHMARKS.md).
+    graphs = CUDA_GRAPHS and common.uses_unsloth(model_name)
     out_dir = common.adapter_path(epochs)
     work_dir = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(work_dir, ignore_errors=True)
@@ -97,6 +113,7 @@ def train(epochs):
         output_dir=str(work_dir / "checkpoints"), num_train_epochs=epochs, max_steps=MAX_STEPS,
         per_device_train_batch_size=BATCH_SIZE, per_device_eval_batch_size=BATCH_SIZE * 2,
         gradient_accumulation_steps=GRAD_ACCUM, learning_rate=LEARNING_RATE, lr_scheduler_type=LR_SCHEDULER,
+        optim=OPTIM, pad_to_multiple_of=PAD_MULTIPLE if graphs else None,
         warmup_steps=WARMUP, weight_decay=WEIGHT_DECAY, max_length=MAX_SEQ_LENGTH,
         completion_only_loss=True, logging_steps=1, eval_strategy="epoch", seed=SEED, report_to=[],
         save_strategy="epoch" if EARLY_STOPPING else "no", load_best_model_at_end=EARLY_STOPPING,
@@ -148,7 +165,9 @@ def train(epochs):
 
 
 for epochs in todo:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()  # run.json reports each run's own peak
     train(epochs)
-    gc.collect()  # free the finished run's model (reference cycles) before the next run loads another copy
+    gc.collect()  # free the finished run's trainer and optimizer state (reference cycles)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -22,6 +22,7 @@ T0 = time.time()
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 EVENTS = Path(os.environ["BENCH_EVENTS"])
+SCRIPT = sys.argv[1]
 ev = {"argv": sys.argv[1:], "loads": [], "runs": [], "generate": [], "notes": []}
 
 
@@ -42,10 +43,21 @@ def sync():
 
 import common  # noqa: E402  (the scripts' own module object: the wrappers below are what they call)
 
-if os.environ.get("BENCH_UNSLOTH") == "1":
+_import_unsloth = common.import_unsloth_if_used
+
+
+def import_unsloth_if_used(*args, **kwargs):
+    """The script's own Unsloth import (with its own switches, e.g. CUDA graphs), timed; the trainer hooks below
+    import transformers, so they are installed only after it."""
     t = now()
-    import unsloth  # noqa: F401,E402  (as the scripts do: before transformers, which the hooks below import)
+    _import_unsloth(*args, **kwargs)
     ev["unsloth_import_s"] = round(now() - t, 1)
+    ev["unsloth_env"] = {k: v for k, v in os.environ.items() if k.startswith("UNSLOTH_")}
+    if SCRIPT.startswith("02"):
+        install_recorder()
+
+
+common.import_unsloth_if_used = import_unsloth_if_used
 
 _load = common.load_model
 _tokenizer_holder = [None]  # 03 keeps its tokenizer to itself; the loss check needs it
@@ -122,8 +134,8 @@ def fixed_batch_loss(model, ref):
 
 
 
-if sys.argv[1].startswith("02"):
-    from transformers import trainer_callback  # noqa: E402
+def install_recorder():
+    from transformers import trainer_callback
 
     class Recorder(trainer_callback.TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):

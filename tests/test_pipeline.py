@@ -56,6 +56,17 @@ def test_training_saves_both_adapters_with_losses_and_metadata(pipeline):
         assert losses["validation"][0]["epoch"] == 0 and len(losses["validation"]) >= 2
 
 
+def test_every_run_starts_from_the_same_untrained_adapter(pipeline):
+    # 02 loads the model once and copies the initial adapter weights back before each run. With --max-steps 3 both
+    # runs take the same 3 steps on the same batches, so a run that went on from the previous run's weights (or from
+    # other initial weights) would show different losses.
+    out, _ = pipeline
+    l1, l5 = [json.loads((out / "adapters" / f"epochs{e}" / "losses.json").read_text()) for e in (1, 5)]
+    assert l1["validation"][0]["loss"] == l5["validation"][0]["loss"]
+    assert [t["loss"] for t in l1["train"]] == [t["loss"] for t in l5["train"]]
+    assert l1["validation"][-1]["loss"] == l5["validation"][-1]["loss"] != l1["validation"][0]["loss"]
+
+
 def test_generations_cover_every_model_and_prompt_set(pipeline):
     out, _ = pipeline
     rows = [json.loads(line) for line in (out / "generations.jsonl").read_text("utf-8").splitlines()]
