@@ -10,6 +10,9 @@ at its start and end, so a step's time is its GPU work), train begin/end, each c
   BENCH_REF_ADAPTER=dir before the model switches to inference mode, the loss of a fixed batch (the first 16
                         validation pairs, answer tokens only) with that adapter loaded as "ref": the same adapter
                         file in both paths gives the loss-equivalence check.
+For 02_train.py:
+  BENCH_PROFILE=A:B     torch.profiler over training steps A..B-1 of the first run (0-based): wall time, GPU kernel
+                        time and count, and the top operations by GPU and by host time, into the events file.
 """
 import json
 import os
@@ -134,6 +137,34 @@ def fixed_batch_loss(model, ref):
 
 
 
+PROFILE = [int(x) for x in os.environ["BENCH_PROFILE"].split(":")] if os.environ.get("BENCH_PROFILE") else None
+
+
+def profile_start():
+    import torch
+
+    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                              torch.profiler.ProfilerActivity.CUDA])
+    prof.__enter__()
+    prof.t0 = time.time()
+    return prof
+
+
+def profile_stop(prof, steps):
+    import torch
+
+    sync()
+    wall = time.time() - prof.t0
+    prof.__exit__(None, None, None)
+    gpu = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy = sum(e.time_range.elapsed_us() for e in gpu) / 1e6
+    averages = prof.key_averages()
+    return {"steps": steps, "wall_s": round(wall, 3), "gpu_kernel_s": round(busy, 3),
+            "gpu_busy_pct": round(100 * busy / wall, 1), "gpu_events": len(gpu),
+            "top_gpu": averages.table(sort_by="self_device_time_total", row_limit=15, max_name_column_width=60),
+            "top_host": averages.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=60)}
+
+
 def install_recorder():
     from transformers import trainer_callback
 
@@ -149,11 +180,17 @@ def install_recorder():
 
         def on_step_begin(self, args, state, control, **kwargs):
             sync()
+            if PROFILE and len(ev["runs"]) == 1 and state.global_step == PROFILE[0]:
+                self.profiler = profile_start()
             self.t = now()
 
         def on_step_end(self, args, state, control, **kwargs):
             sync()
             ev["runs"][-1]["steps"].append([self.t, round(now() - self.t, 4)])
+            if getattr(self, "profiler", None) is not None and state.global_step == PROFILE[1]:
+                ev["profile"] = profile_stop(self.profiler, PROFILE[1] - PROFILE[0])
+                self.profiler = None
+                dump()
 
         def on_evaluate(self, args, state, control, **kwargs):
             if ev["runs"]:
