@@ -36,7 +36,8 @@ EARLY_STOPPING_PATIENCE = 1
 args = common.configure(globals(), __doc__)
 common.require(common.DATASET_DIR / "dataset_dict.json", "01_make_dataset.py")
 
-common.import_unsloth_if_used(MODEL, cuda_graphs=CUDA_GRAPHS)  # before transformers/TRL/PEFT, so that Unsloth's patches apply
+# Before transformers/TRL/PEFT, so that Unsloth's patches apply.
+common.import_unsloth_if_used(MODEL, cuda_graphs=CUDA_GRAPHS)
 import torch  # noqa: E402  (heavy imports after --help and the input check)
 from datasets import load_from_disk  # noqa: E402
 from transformers import EarlyStoppingCallback, set_seed  # noqa: E402
@@ -85,7 +86,7 @@ def add_lora(model):
 
 # One model for every run: it is loaded and given its adapters once, and each run starts from the same initial adapter
 # weights, copied back in place. Loading again cost a 7B model ~5 s, and with CUDA graphs the first run's recorded
-# graphs kept the first copy alive (5-epoch peak 10.2 instead of 7.1 GiB) and had to be recorded again.
+# graphs kept the first copy alive (5-epoch peak 10.2 instead of 7.1 GiB on the H100).
 start = time.time()
 set_seed(SEED)
 model, tokenizer = common.load_model(model_name, MAX_SEQ_LENGTH)

@@ -189,7 +189,8 @@ def import_unsloth_if_used(name, cuda_graphs=False):
     """Unsloth patches transformers, PEFT and TRL as it is imported, so a script that will use it imports it before
     those (Unsloth warns otherwise and some of its trainer patches are then missing). No-op on a CPU machine.
     cuda_graphs: replay each compiled transformer block as a CUDA graph in training (Unsloth reads the switch once, on
-    import). Graphs are recorded per input shape, so the batches must have few shapes (02 pads them to fixed lengths)."""
+    import). Graphs are recorded per input shape, so the batches must have few shapes (02 pads them to fixed
+    lengths)."""
     if uses_unsloth(resolve_model(name)):
         if cuda_graphs:
             os.environ.setdefault("UNSLOTH_BLOCK_CUDAGRAPHS", "1")

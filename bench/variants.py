@@ -2,11 +2,12 @@
 
     python bench/variants.py --variants graphs,no-graphs,8bit-adam,no-compile,plain,graphs
 
-Each variant is `02_train.py --epochs 1 --force` (or `--epochs 1,5`, the real workload) on the project's dataset and bench/make_llama2_shaped.py's model, in a
-fresh process through bench/instrument.py (timed from outside, script unchanged), with the switches below. A variant
-named twice runs twice: the second run meets a warm compile cache and warm .pyc files, as a user's second invocation
-on the same machine does. Prints one table row per run: process start to first load (imports), first step, warm-up,
-steady step, tokens/s, MFU (6·N·tokens/s ÷ peak), train() wall, the process's wall, peak memory, validation loss.
+Each variant is `02_train.py --epochs 1 --force` (or `--epochs 1,5`, the real workload) on the project's dataset and
+bench/make_llama2_shaped.py's model, in a fresh process through bench/instrument.py (timed from outside, script
+unchanged), with the switches below. A variant named twice runs twice: the second run meets a warm compile cache and
+warm .pyc files, as a user's second invocation on the same machine does. Prints one table row per run: process start
+to first load (imports), first step, warm-up, steady step, tokens/s, MFU (6·N·tokens/s ÷ peak), train() wall, the
+process's wall, peak memory, validation loss.
 """
 import argparse
 import json
