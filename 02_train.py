@@ -95,6 +95,9 @@ data = raw.map(lambda ex: common.tokenize_example(tokenizer, ex["sentence"], ex[
                remove_columns=raw["train"].column_names, desc="tokenizing")
 model = add_lora(model)
 initial_adapter = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+# Padding costs the CPU real compute; on the GPU a step is bound by kernel launches, and fixed shapes let the recorded
+# graphs be replayed instead of re-launching thousands of kernels per step (BENCHMARKS.md).
+graphs = CUDA_GRAPHS and common.uses_unsloth(model_name)
 
 
 def train(epochs):
@@ -104,9 +107,6 @@ def train(epochs):
                 param.copy_(initial_adapter[name])
     dtype = common.train_dtype()
     cpu_bf16 = common.cpu_bf16_autocast()
-    # Padding costs the CPU real compute; on the GPU a step is bound by kernel launches, and fixed shapes let the
-    # recorded graphs be replayed instead of re-launching thousands of kernels per step (BENCHMARKS.md).
-    graphs = CUDA_GRAPHS and common.uses_unsloth(model_name)
     out_dir = common.adapter_path(epochs)
     work_dir = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(work_dir, ignore_errors=True)

@@ -59,6 +59,34 @@ def versions():
     return out
 
 
+def mfu_pct(model_dir, gpu, tokens_per_s):
+    """MFU = 6 * N * tokens/s / the card's dense bf16 peak, N from the shaped model's summary; None for another model
+    or an unknown card."""
+    shaped = Path(model_dir) / "shaped_model.json"
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k in gpu), None)
+    if peak is None or not shaped.exists():
+        return None
+    params = json.loads(shaped.read_text())["params"]
+    return round(100 * 6 * params * tokens_per_s / (peak * 1e12), 1)
+
+
+def padded_batch(rows, pad_id):
+    """Right-padded input_ids, attention mask and answer-only labels (-100 elsewhere) of common.tokenize_example
+    rows: one fixed batch for the loss-equivalence checks."""
+    import torch
+
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = torch.full((len(rows), width), pad_id)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100)
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        ids[i, :n] = torch.tensor(r["input_ids"])
+        mask[i, :n] = 1
+        labels[i, :n] = torch.tensor([t if m else -100 for t, m in zip(r["input_ids"], r["completion_mask"])])
+    return ids, mask, labels
+
+
 def epoch_tokens(model_dir, dataset_dir):
     """Real tokens (prompt + answer, no padding) in one pass over the train split, with the scripts' tokenization."""
     sys.path.insert(0, str(ROOT))
@@ -78,8 +106,6 @@ def bench_path(path, a, out):
     env.pop("EMOJI_NO_UNSLOTH", None)
     if path == "plain":
         env["EMOJI_NO_UNSLOTH"] = "1"
-    else:
-        env["BENCH_UNSLOTH"] = "1"
     res = {"path": path}
     code, wall = run([sys.executable, "01_make_dataset.py", "--force"], env, out / f"{path}_01.log", 300)
     res["01"] = {"rc": code, "wall_s": wall}
@@ -145,11 +171,10 @@ def summarize(res, a, work):
         s["warmup_s_run2"] = round(sum(r5[:5]) - 5 * med, 1)
         s["train_loop_s"] = [round(r["end"] - r["begin"], 1) for r in runs[:2]]
         s["step_time_sum_s"] = [round(sum(t for _, t in r["steps"]), 1) for r in runs[:2]]
-        params = json.loads((Path(a.model) / "shaped_model.json").read_text())["params"]
-        s["params"] = params
-        peak = next((v for k, v in PEAK_TFLOPS.items() if k in a.gpu), None)
-        if peak:
-            s["mfu_pct"] = round(100 * 6 * params * s["steady_tokens_per_s"] / (peak * 1e12), 1)
+        s["params"] = json.loads((Path(a.model) / "shaped_model.json").read_text())["params"]
+        mfu = mfu_pct(a.model, a.gpu, s["steady_tokens_per_s"])
+        if mfu is not None:
+            s["mfu_pct"] = mfu
     rj = res["02"].get("run_json", {})
     if rj:
         s["peak_gib_02"] = max(r["peak_memory_gib"] for r in rj.values())

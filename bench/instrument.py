@@ -45,6 +45,7 @@ def sync():
 
 
 import common  # noqa: E402  (the scripts' own module object: the wrappers below are what they call)
+from benchmark import padded_batch  # noqa: E402  (bench/ is this script's own directory)
 
 _import_unsloth = common.import_unsloth_if_used
 
@@ -118,15 +119,7 @@ def fixed_batch_loss(model, ref):
     tokenizer = _tokenizer_holder[0]
     data = load_from_disk(str(common.DATASET_DIR))["validation"]
     rows = [common.tokenize_example(tokenizer, s, e) for s, e in zip(data["sentence"][:16], data["emojis"][:16])]
-    width = max(len(r["input_ids"]) for r in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), -100)
-    for i, r in enumerate(rows):
-        n = len(r["input_ids"])
-        ids[i, :n] = torch.tensor(r["input_ids"])
-        mask[i, :n] = 1
-        labels[i, :n] = torch.tensor([t if m else -100 for t, m in zip(r["input_ids"], r["completion_mask"])])
+    ids, mask, labels = padded_batch(rows, tokenizer.pad_token_id)
     device = next(model.parameters()).device
     model.load_adapter(ref, adapter_name="ref")
     model.set_adapter("ref")

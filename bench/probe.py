@@ -21,6 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmark import padded_batch  # noqa: E402  (bench/ is this script's own directory)
+
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -182,15 +184,7 @@ def main():
 
         # loss of one fixed batch with the same deterministic, non-zero LoRA weights in every path
         batch = rows[:16]
-        L = max(len(r["input_ids"]) for r in batch)
-        ids = torch.full((len(batch), L), tok.pad_token_id)
-        att = torch.zeros((len(batch), L), dtype=torch.long)
-        lab = torch.full((len(batch), L), -100)
-        for i, r in enumerate(batch):
-            n = len(r["input_ids"])
-            ids[i, :n] = torch.tensor(r["input_ids"])
-            att[i, :n] = 1
-            lab[i, :n] = torch.tensor([x if m else -100 for x, m in zip(r["input_ids"], r["completion_mask"])])
+        ids, att, lab = padded_batch(batch, tok.pad_token_id)
         saved = {}
         for pname, prm in model.named_parameters():
             if "lora_" in pname:

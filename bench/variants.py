@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import benchmark  # noqa: E402  (run, epoch_tokens, log, PEAK_TFLOPS)
+import benchmark  # noqa: E402  (run, epoch_tokens, mfu_pct, log, versions)
 
 VARIANTS = {  # name: (extra 02_train.py arguments, extra environment)
     "graphs": ([], {}),  # the defaults: fused AdamW, compiled blocks replayed as CUDA graphs, batches padded to 64
@@ -52,13 +52,10 @@ def one(i, name, a, out):
         med = statistics.median(steps[5:])
         tokens, _ = benchmark.epoch_tokens(a.model, work / "dataset")
         tps = tokens * (len(steps) - 5) / len(steps) / sum(steps[5:])  # epoch tokens spread evenly over its steps
-        shaped = Path(a.model) / "shaped_model.json"
-        params = json.loads(shaped.read_text())["params"] if shaped.exists() else None
-        peak = next((v for k, v in benchmark.PEAK_TFLOPS.items() if k in a.gpu), None) if params else None
         row.update(optim=r["optim"], steps=len(steps), setup_s=round(r["steps"][0][0] - ev["loads"][0]["end"], 1),
                    first_step_s=round(steps[0], 2), warmup_s=round(sum(steps[:5]) - 5 * med, 1),
                    steady_step_s=round(med, 4), tokens_per_s=round(tps), train_s=round(r["end"] - r["begin"], 1),
-                   peak_gib=r.get("peak_gib"), mfu_pct=round(100 * 6 * params * tps / (peak * 1e12), 1) if peak else None)
+                   peak_gib=r.get("peak_gib"), mfu_pct=benchmark.mfu_pct(a.model, a.gpu, tps))
     run_json = work / "adapters" / "epochs1" / "run.json"
     if run_json.exists():
         row["validation_losses"] = [round(x, 4) for x in json.loads(run_json.read_text())["validation_losses"]]
