@@ -5,7 +5,6 @@ With CUDA the default model is Llama-2-7B-chat in 4-bit through Unsloth's fused 
 embedded SmolLM2-135M-Instruct through transformers + PEFT. Each run saves its adapter, tokenizer, losses and run
 metadata under outputs/adapters/epochsN/."""
 import gc
-import json
 import shutil
 import sys
 import time
@@ -17,7 +16,7 @@ MODEL = "auto"  # auto | embedded | a Hugging Face name or local folder
 EPOCHS = "1,5"  # one separate run per entry
 BATCH_SIZE = 8
 GRAD_ACCUM = 1
-LEARNING_RATE = 1e-3
+LEARNING_RATE = "auto"  # a number, or auto: 2e-4 for the 7B QLoRA (Unsloth's guidance), 1e-3 for the embedded model
 LR_SCHEDULER = "linear"
 WARMUP = 0.05  # fraction of the steps (< 1) or a number of steps
 WEIGHT_DECAY = 0.0
@@ -35,6 +34,9 @@ EARLY_STOPPING_PATIENCE = 1
 
 args = common.configure(globals(), __doc__)
 common.require(common.DATASET_DIR / "dataset_dict.json", "01_make_dataset.py")
+dataset_fp = common.dataset_fingerprint()
+if dataset_fp is None:
+    sys.exit(f"error: {common.display(common.DATASET_DIR)} has no readable stamp - run `python 01_make_dataset.py` first.")
 
 # Before transformers/TRL/PEFT, so that Unsloth's patches apply.
 common.import_unsloth_if_used(MODEL, cuda_graphs=CUDA_GRAPHS)
@@ -45,16 +47,20 @@ from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 model_name = common.resolve_model(MODEL)
 epoch_runs = [int(e) for e in EPOCHS.split(",") if e.strip()]
-dataset_sha = json.loads((common.DATASET_DIR / "source.json").read_text())["sha256"]
-settings = {k: globals()[k] for k in ("BATCH_SIZE", "GRAD_ACCUM", "LEARNING_RATE", "LR_SCHEDULER", "WARMUP",
-                                      "WEIGHT_DECAY", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT", "MAX_SEQ_LENGTH",
-                                      "OPTIM", "SEED", "MAX_STEPS", "EARLY_STOPPING", "EARLY_STOPPING_PATIENCE")}
+learning_rate = float(LEARNING_RATE) if LEARNING_RATE != "auto" else 1e-3 if model_name == common.EMBEDDED else 2e-4
+
+
+def stamp(epochs):
+    """What makes run epochsN: every constant here (EPOCHS and EXPORT only pick which runs and files to make), the
+    resolved model and learning rate, this run's epochs, and the dataset's fingerprint."""
+    settings = common.settings_of(globals(), exclude=("EPOCHS", "EXPORT"), model=model_name,
+                                  learning_rate=learning_rate, epochs=epochs)
+    return common.make_stamp(settings, {"dataset": dataset_fp})
 
 
 def up_to_date(epochs):
-    run = common.read_run(epochs)
-    return run is not None and run["model"] == model_name and run["dataset_sha256"] == dataset_sha \
-        and run["settings"] == settings
+    old = common.read_stamp(common.adapter_path(epochs) / "run.json")
+    return old is not None and old["fingerprint"] == stamp(epochs)["fingerprint"]
 
 
 todo = [e for e in epoch_runs if args.force or not up_to_date(e)]
@@ -64,7 +70,9 @@ if not todo:
     sys.exit(0)
 
 raw = load_from_disk(str(common.DATASET_DIR))
-print(f"dataset: train {len(raw['train'])}, validation {len(raw['validation'])}")
+n_augmented = sum(raw["train"]["augmented"])
+print(f"dataset: train {len(raw['train'])} ({n_augmented} augmented), validation {len(raw['validation'])}; "
+      f"the test split is not read here")
 
 
 def add_lora(model):
@@ -91,8 +99,12 @@ start = time.time()
 set_seed(SEED)
 model, tokenizer = common.load_model(model_name, MAX_SEQ_LENGTH)
 load_seconds = time.time() - start
-data = raw.map(lambda ex: common.tokenize_example(tokenizer, ex["sentence"], ex["emojis"]),
-               remove_columns=raw["train"].column_names, desc="tokenizing")
+prompt_format = common.prompt_format(tokenizer)
+# TRL's prompt/completion path renders both with the model's chat template, checks that the prompt's tokens are a
+# prefix of the whole, and masks the loss to the completion (the emojis and the template's end-of-turn token).
+data = {split: raw[split].map(lambda ex: {"prompt": ex["messages"][:-1], "completion": ex["messages"][-1:]},
+                              remove_columns=raw[split].column_names)
+        for split in ("train", "validation")}
 model = add_lora(model)
 initial_adapter = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 # Padding costs the CPU real compute; on the GPU a step is bound by kernel launches, and fixed shapes let the recorded
@@ -101,6 +113,7 @@ graphs = CUDA_GRAPHS and common.uses_unsloth(model_name)
 
 
 def train(epochs):
+    run_stamp = stamp(epochs)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name in initial_adapter:
@@ -113,7 +126,7 @@ def train(epochs):
     config = SFTConfig(
         output_dir=str(work_dir / "checkpoints"), num_train_epochs=epochs, max_steps=MAX_STEPS,
         per_device_train_batch_size=BATCH_SIZE, per_device_eval_batch_size=BATCH_SIZE * 2,
-        gradient_accumulation_steps=GRAD_ACCUM, learning_rate=LEARNING_RATE, lr_scheduler_type=LR_SCHEDULER,
+        gradient_accumulation_steps=GRAD_ACCUM, learning_rate=learning_rate, lr_scheduler_type=LR_SCHEDULER,
         optim=OPTIM, pad_to_multiple_of=PAD_MULTIPLE if graphs else None,
         warmup_steps=WARMUP, weight_decay=WEIGHT_DECAY, max_length=MAX_SEQ_LENGTH,
         completion_only_loss=True, logging_steps=1, eval_strategy="epoch", seed=SEED, report_to=[],
@@ -131,7 +144,7 @@ def train(epochs):
     callbacks = [EarlyStoppingCallback(EARLY_STOPPING_PATIENCE)] if EARLY_STOPPING else []
     trainer = SFTTrainer(model=model, args=config, train_dataset=data["train"], eval_dataset=data["validation"],
                          processing_class=tokenizer, callbacks=callbacks)
-    print(f"run: {epochs} epoch(s), batch {BATCH_SIZE}x{GRAD_ACCUM}, lr {LEARNING_RATE}, LoRA r={LORA_R}", flush=True)
+    print(f"run: {epochs} epoch(s), batch {BATCH_SIZE}x{GRAD_ACCUM}, lr {learning_rate}, LoRA r={LORA_R}", flush=True)
     initial = trainer.evaluate()["eval_loss"]  # epoch 0: the untrained model, the start of the validation curve
     train_start = time.time()
     result = trainer.train()
@@ -155,9 +168,10 @@ def train(epochs):
         "unsloth": common.uses_unsloth(model_name), "epochs": epochs, "epochs_trained": history[-1]["epoch"],
         "steps": result.global_step, "train_seconds": round(train_seconds, 1), "load_seconds": round(load_seconds, 1),
         "peak_memory_gib": round(common.peak_memory_gib(), 2), "train_size": len(data["train"]),
-        "validation_size": len(data["validation"]), "final_train_loss": losses["train"][-1]["loss"],
-        "validation_losses": [v["loss"] for v in losses["validation"]], "dataset_sha256": dataset_sha,
-        "settings": settings, "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "augmented_size": n_augmented, "validation_size": len(data["validation"]), "test_size": len(raw["test"]),
+        "prompt_format": prompt_format, "final_train_loss": losses["train"][-1]["loss"],
+        "validation_losses": [v["loss"] for v in losses["validation"]], "settings": run_stamp["settings"],
+        "stamp": run_stamp, "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
     shutil.rmtree(out_dir, ignore_errors=True)
     work_dir.replace(out_dir)  # only a finished run replaces the previous adapter

