@@ -27,8 +27,11 @@ SEED = 42
 TEST_SPLIT = True  # also answer the whole test split (held-out scores in the report)
 EPOCHS = "1,5"  # which fine-tunes to compare: outputs/adapters/epochsN
 
-args = common.configure(globals(), __doc__)
-epoch_runs = [int(e) for e in EPOCHS.split(",") if e.strip()]
+args = common.configure(globals(), __doc__, checks=dict(
+    EPOCHS=common.positive_int_list, NUM_SAMPLES=common.non_negative_int, TEMPERATURE=common.positive,
+    TOP_P=common.between(0, 1, include_high=True), ANSWER_MARGIN=common.non_negative_int,
+    GENERAL_MAX_NEW_TOKENS=common.positive_int, BATCH_SIZE=common.positive_int))
+epoch_runs = common.parse_epochs(EPOCHS)
 common.require(common.DATASET_DIR / "dataset_dict.json", "01_make_dataset.py")
 dataset_fp = common.dataset_fingerprint()
 for e in epoch_runs:

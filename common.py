@@ -4,6 +4,7 @@ import argparse
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import sys
 import time
@@ -69,22 +70,176 @@ MODELS = {"base": "Base model", "ft1": "1-epoch fine-tune", "ft5": "5-epoch fine
 
 
 # ---------------------------------------------------------------- command line
-def configure(namespace, doc):
+INTERRUPTED = "interrupted - finished work is kept; run again to continue"
+# Constants named like this hold a file or folder path. On the command line a relative path is taken from the current
+# directory, as with any other tool; a relative default written in a script is taken from the repository.
+PATH_SUFFIXES = ("_CSV", "_DIR", "_PATH", "_FILE", "_JSONL")
+
+
+class Check:
+    """A rule for one setting: `accepts` says in words what is allowed, `test(value)` whether a value is."""
+
+    def __init__(self, accepts, test):
+        self.accepts, self.test = accepts, test
+
+    def __call__(self, value):
+        try:
+            return bool(self.test(value))
+        except (TypeError, ValueError, OverflowError):
+            return False
+
+
+def _number(value):
+    """A finite int or float from a setting's value (numbers given as text too, e.g. LEARNING_RATE='2e-4')."""
+    if isinstance(value, bool):
+        raise TypeError("a bool is not a number")
+    number = float(value) if isinstance(value, str) else value
+    if not isinstance(number, (int, float)) or not math.isfinite(number):
+        raise ValueError(f"not a finite number: {value!r}")
+    return number
+
+
+def _whole(value):
+    number = _number(value)
+    if number != int(number):
+        raise ValueError(f"not a whole number: {value!r}")
+    return int(number)
+
+
+def parse_epochs(text):
+    """'1,5' -> [1, 5]: the runs a script makes or reads (outputs/adapters/epochsN), repeats dropped. ValueError unless
+    every comma-separated entry is a whole number of 1 or more."""
+    parts = [part.strip() for part in str(text).split(",")]
+    if not all(part.isascii() and part.isdigit() and int(part) >= 1 for part in parts):
+        raise ValueError(f"EPOCHS must be whole numbers of 1 or more separated by commas, e.g. 1,5 - got {text!r}")
+    return list(dict.fromkeys(int(part) for part in parts))
+
+
+def between(low, high, include_low=False, include_high=False):
+    words = f"a number {'at least' if include_low else 'above'} {low} and {'at most' if include_high else 'below'} {high}"
+    return Check(words, lambda v: (low <= _number(v) if include_low else low < _number(v))
+                 and (_number(v) <= high if include_high else _number(v) < high))
+
+
+def either(*options):
+    """A check passing when any option does: a Check, or a literal value such as "auto" or -1."""
+    words = " or ".join(o.accepts if isinstance(o, Check) else repr(o) if isinstance(o, str) else str(o)
+                        for o in options)
+    return Check(words, lambda v: any(o(v) if isinstance(o, Check) else v == o for o in options))
+
+
+def one_of(*words):
+    return Check("one of " + ", ".join(map(repr, words)), lambda v: v in words)
+
+
+positive_int_list = Check("whole numbers of 1 or more separated by commas, e.g. 1,5", parse_epochs)
+fraction = between(0, 1)
+positive = Check("a number above 0", lambda v: _number(v) > 0)
+non_negative = Check("0 or more", lambda v: _number(v) >= 0)
+positive_int = Check("a whole number of 1 or more", lambda v: _whole(v) >= 1)
+non_negative_int = Check("a whole number of 0 or more", lambda v: _whole(v) >= 0)
+not_empty = Check("not empty", lambda v: str(v).strip() != "")
+
+
+def _is_path(name):
+    return name.endswith(PATH_SUFFIXES)
+
+
+def user_path(text, base=None):
+    """A path as the user means it: ~ expanded, a relative path taken from `base` (default: the current directory).
+    Absolute, but symlinks are left as named."""
+    path = Path(os.path.expanduser(str(text)))
+    return Path(os.path.abspath(path if path.is_absolute() else Path(base or os.getcwd()) / path))
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage block
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def _typed(kind):
+    """argparse type for an int or float constant, with a message that says what was expected."""
+    def parse(text):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+    return parse
+
+
+def configure(namespace, doc, checks=None):
     """nanoGPT-style overrides: every UPPER_CASE constant in `namespace` becomes `--lower-case`, typed by its default.
-    Adds `--force`. Updates the namespace in place and returns the parsed args."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    Adds `--force`. Updates the namespace in place and returns the parsed args.
+
+    Every setting is then checked, before the script goes on to any heavy import: `checks` maps a constant's name to a
+    Check (positive_int_list, fraction, non_negative, either("auto", positive), ...); a name ending in _FRACTION is a
+    fraction unless `checks` says otherwise. A bad value ends the script with one line naming the flag and what it
+    accepts, exit status 2. Path constants (names ending in PATH_SUFFIXES) become absolute paths. Also makes Ctrl-C
+    end the script with one line and exit status 130."""
+    install_interrupt_handler()
+    checks = dict(checks or {})
+    unknown = sorted(set(checks) - set(namespace))
+    if unknown:
+        raise KeyError(f"configure: checks for unknown constants {unknown}")
+    parser = _Parser(description=doc, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for name, value in list(namespace.items()):
         if not name.isupper() or name.startswith("_") or not isinstance(value, (int, float, str, bool)):
             continue
         flag = "--" + name.lower().replace("_", "-")
+        if name.endswith("_FRACTION") and not isinstance(value, (bool, str)):
+            checks.setdefault(name, fraction)
+        rule = f"; {checks[name].accepts}" if name in checks else ""
         if isinstance(value, bool):
             parser.add_argument(flag, dest=name, default=value, type=_parse_bool, metavar="true|false", help="(bool)")
+        elif isinstance(value, str) and _is_path(name):
+            namespace[name] = value = str(user_path(value, base=ROOT))
+            parser.add_argument(flag, dest=name, default=value, metavar="PATH",
+                                help="(path; a relative path is taken from the current directory)")
+            checks.setdefault(name, not_empty)
         else:  # argparse prints "(default: ...)" only after a non-blank help text
-            parser.add_argument(flag, dest=name, default=value, type=type(value), help=f"({type(value).__name__})")
+            kind = str if isinstance(value, str) else _typed(type(value))
+            parser.add_argument(flag, dest=name, default=value, type=kind, help=f"({type(value).__name__}{rule})")
     parser.add_argument("--force", action="store_true", help="redo work whose outputs already exist")
     args = parser.parse_args()
+    for name, check in checks.items():
+        value = getattr(args, name, namespace.get(name))
+        if not check(value):
+            flag = "--" + name.lower().replace("_", "-")
+            print(f"error: {flag} ({name}) must be {check.accepts}, got {value!r}", file=sys.stderr)
+            sys.exit(2)
+    for name, value in vars(args).items():
+        if name.isupper() and isinstance(value, str) and _is_path(name):
+            setattr(args, name, str(user_path(value)))  # given on the command line: from the current directory
     namespace.update({k: v for k, v in vars(args).items() if k.isupper()})
     return args
+
+
+def install_interrupt_handler():
+    """Ctrl-C anywhere (inside torch, a tqdm loop, a thread pool) ends the script with one line on stderr and exit
+    status 130, without the traceback. Every output is written atomically or appended row by row, so what finished is
+    already on disk. os._exit: a thread pool would otherwise keep the interpreter alive until its requests end."""
+    previous = sys.excepthook
+    if getattr(previous, "emoji_interrupt", False):
+        return
+
+    def hook(kind, value, traceback):
+        if not issubclass(kind, KeyboardInterrupt):
+            return previous(kind, value, traceback)
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+        # On a terminal the ^C echo, in a log an open progress bar, leave the line unfinished: start a new one.
+        bars = getattr(getattr(sys.modules.get("tqdm"), "tqdm", None), "_instances", None)
+        try:
+            sys.stderr.write(("\n" if sys.stderr.isatty() or bars else "") + INTERRUPTED + "\n")
+            sys.stderr.flush()
+        finally:
+            os._exit(130)
+
+    hook.emoji_interrupt = True
+    sys.excepthook = hook
 
 
 def _parse_bool(text):
@@ -99,6 +254,21 @@ def require(path, script):
     """Exit with one line naming the script to run first when an input is missing."""
     if not Path(path).exists():
         sys.exit(f"error: {display(path)} not found - run `python {script}` first.")
+
+
+def require_file(path, hint):
+    """Exit with one line when `path` is not a readable file (missing, a folder, no permission); `hint` says what
+    to do about a missing one."""
+    path = Path(path)
+    if not path.exists():
+        sys.exit(f"error: {display(path)} not found - {hint}")
+    if path.is_dir():
+        sys.exit(f"error: {display(path)} is a folder, not a file - give the path of the file itself.")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        sys.exit(f"error: {display(path)} cannot be read ({exc.strerror or exc}).")
 
 
 def display(path):
@@ -116,11 +286,40 @@ def write_json(path, obj):
 
 
 def read_jsonl(path):
+    """The rows of a JSONL file ([] when there is none). A writer killed mid-append leaves a torn last line: it is
+    dropped with one warning and the file rewritten without it (atomically), so appends go on from a clean end. A bad
+    line anywhere else is damage no writer here leaves: one line FILE:LINE: problem, and exit."""
     path = Path(path)
     if not path.exists():
         return []
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        sys.exit(f"error: {display(path)} cannot be read ({exc.strerror or exc}).")
+    numbered = [(n, line) for n, line in enumerate(data.split(b"\n"), 1) if line.strip()]
+    rows = []
+    for n, line in numbered:
+        try:
+            row = json.loads(line.decode("utf-8"))
+            problem = None if isinstance(row, dict) else "not a JSON object"
+        except UnicodeDecodeError:
+            problem = "not UTF-8 text"
+        except json.JSONDecodeError as exc:
+            problem = f"not valid JSON ({exc.msg} at column {exc.colno})"
+        if problem and n == numbered[-1][0]:
+            print(f"warning: {display(path)}:{n}: dropped a torn last line (left by an interrupted write); "
+                  "the file is rewritten without it.", file=sys.stderr)
+            break
+        if problem:
+            sys.exit(f"error: {display(path)}:{n}: {problem} - fix or delete that line, or delete the file to "
+                     "start over.")
+        rows.append(row)
+    if numbered and (len(rows) < len(numbered) or not data.endswith(b"\n")):
+        try:  # also when the last row lacks its newline: the next append would be glued onto it
+            write_jsonl(path, rows)
+        except OSError as exc:
+            print(f"warning: could not rewrite {display(path)} ({exc.strerror or exc}).", file=sys.stderr)
+    return rows
 
 
 def write_jsonl(path, rows):

@@ -2,8 +2,18 @@
 
 Every emoji is a grapheme as the `emoji` package sees it (ZWJ sequences, flags, keycaps, skin tones are one
 each) with its variation selectors removed, so ❤ and ❤️ are the same emoji. Functions accept None as "".
+
+Metrics: describe (emoji-only, counts), compare (exact, multiset precision/recall/F1, set Jaccard, soft F1 with
+near-synonym credit from emoji_similarity), jaccard / mean_pairwise_jaccard / distinct_ratio / top_emojis
+(consistency and diversity), is_mostly_emoji and keyword_hit (non-emoji questions), wilson_interval /
+bootstrap_interval / intervals_overlap (uncertainty), nearest_neighbour (the lookup baseline) and
+strip_replacement (clean decoded output).
 """
+import math
+import random
+import re
 from collections import Counter
+from functools import lru_cache
 from itertools import combinations
 
 import emoji
@@ -100,23 +110,134 @@ def _set_jaccard(a, b):
     return _ratio(len(a & b), len(a | b))
 
 
+# ---------------------------------------------------------------- near-synonyms (soft F1)
+# English name words that say nothing about meaning: grammar, kind words shared by hundreds of emojis (face, button,
+# flag, keycap), gender (a gendered pictogram means the same), colours (a blue heart is still a heart), and words for
+# size, body parts or poses that link pictures of different meaning (👀 "eyes" / 😊 "smiling face with smiling eyes",
+# 👍 "thumbs up" / 👎 "thumbs down", 🙋 "person raising hand" / 🙌 "raising hands").
+_NAME_STOP_WORDS = set("""a and at for in of on the with without face facing button sign symbol mark flag keycap
+    japanese united island man men woman women person people boy girl red orange yellow green blue purple brown black
+    white pink grey gray high large small big heavy open raised raising eye hand thumb mouth head o""".split())
+# Spanish function and kind words (cara = face), for the second-language check in emoji_similarity.
+_SPANISH_STOP_WORDS = set("""a al con de del el en la las lo los o sin un una y cara persona hombre mujer botón
+    bandera signo símbolo""".split())
+_SKIN_TONES = {chr(code) for code in range(0x1F3FB, 0x1F400)}
+_GENDER_SIGNS = ("\u200d\u2640", "\u200d\u2642")  # ZWJ + ♀ / ♂ (selectors are already gone)
+_GENDERED_LEADS = ("\U0001F468\u200d", "\U0001F469\u200d")  # 👨 ZWJ / 👩 ZWJ, e.g. 👩‍⚕️ -> 🧑‍⚕️
+# Hand-written families whose names share no word (😂 "face with tears of joy" / 🤣 "rolling on the floor
+# laughing"). Members get FAMILY_CREDIT unless their names already earn more; an emoji may be in several families.
+FAMILY_CREDIT = 0.5
+_FAMILIES = [
+    "😂🤣😆😹😄😁",  # laughing
+    "😀😃😄😁😊🙂☺😸",  # smiling
+    "❤💕💖💗💓💞💘💝😍🥰😘😻",  # love
+    "🎉🥳🎊🎈🍾🥂🎂🎁",  # party, celebration
+    "😭😢🥲😿😞😔☹🙁😥",  # sad, tears
+    "😠😡🤬💢👿",  # angry
+    "😱😨😰😧🙀😲😮",  # fear, shock
+    "😴💤🥱😪🛌🛏",  # sleep, tired
+    "👍👌✅✔💯🙌👏",  # approval
+    "🔥🌶🥵",  # hot, spicy
+    "✨⭐🌟💫🌠",  # sparkle, stars
+    "🎶🎵🎼🎤🎧",  # music
+    "🌧⛈🌩☔⚡🌦",  # rain, storm
+    "✈🛫🛬🧳",  # flying, travel
+    "🤔😕🤨❓",  # thinking, puzzled
+]
+# Normalised emoji -> its data, so that ❤ finds ❤️'s names.
+emoji.config.load_language("es")  # adds the Spanish names ("es") to emoji.EMOJI_DATA
+_EMOJI_DATA = {_normalise(key): value for key, value in emoji.EMOJI_DATA.items()}
+_FAMILY_SETS = [set(emojis_of(members)) for members in _FAMILIES]
+
+
+def _base(grapheme):
+    """The emoji with skin tones and gender dropped (👍🏽 -> 👍, 🏃‍♀️ -> 🏃, 👩‍⚕️ -> 🧑‍⚕️)."""
+    base = "".join(char for char in grapheme if char not in _SKIN_TONES)
+    for sign in _GENDER_SIGNS:
+        base = base.replace(sign, "")
+    if base.startswith(_GENDERED_LEADS) and "\U0001F9D1" + base[1:] in _EMOJI_DATA:
+        base = "\U0001F9D1" + base[1:]
+    return base
+
+
+@lru_cache(maxsize=None)
+def _name_words(grapheme, language="en"):
+    """Words of the emoji's name (English: name and aliases), lowercased, letters only, without stop words or a
+    plural 's' ("hearts" -> "heart")."""
+    data = _EMOJI_DATA.get(_base(grapheme)) or _EMOJI_DATA.get(grapheme) or {}
+    names = [data.get(language, "")] + (data.get("alias", []) if language == "en" else [])
+    words = set()
+    for name in names:
+        for word in re.findall(r"[^\W\d_]+", name.lower()):  # letters only: "dog2" -> "dog", "+1" -> nothing
+            if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+                word = word[:-1]
+            words.add(word)
+    return words - (_NAME_STOP_WORDS if language == "en" else _SPANISH_STOP_WORDS)
+
+
+def emoji_similarity(a, b):
+    """How close two single emojis are in meaning, in [0, 1].
+
+    1.0 when they are equal after normalisation or the same base emoji in another skin tone or gender (👍/👍🏽,
+    🏃/🏃‍♀️, 👨‍⚕️/👩‍⚕️). Otherwise the larger of two credits, 0 when neither applies:
+    - name words: the Jaccard index of the words of their English names and aliases in `emoji.EMOJI_DATA`, without
+      stop words (see _NAME_STOP_WORDS), e.g. 🐶 "dog face" / 🐕 "dog" -> 1.0, 🌲 "evergreen tree" / 🌳 "deciduous
+      tree" -> 1/3. It counts only if the Spanish names share a word too, which drops English puns (🌽 "ear of corn"
+      / 👂 "ear", 🌭 "hot dog" / 🐕 "dog" score 0). A heuristic: pictures that share a word in both languages still
+      get credit (🍹 "tropical drink" / 🐠 "tropical fish" -> 1/3).
+    - families: FAMILY_CREDIT when both are in one of the hand-written families in _FAMILIES (😂 "face with tears of
+      joy" / 🤣 "rolling on the floor laughing" share no name word).
+    """
+    a, b = _normalise(a or ""), _normalise(b or "")
+    if not a or not b:
+        return 0.0
+    if a == b or _base(a) == _base(b):
+        return 1.0
+    words = 0.0
+    if _name_words(a, "es") & _name_words(b, "es"):
+        words = _set_jaccard(_name_words(a), _name_words(b))
+    family = any(_base(a) in members and _base(b) in members for members in _FAMILY_SETS)
+    return max(words, FAMILY_CREDIT if family else 0.0)
+
+
+def _soft_matches(out, ref):
+    """Total credit of a one-to-one matching of out to ref emojis: exact matches first (as in F1, so soft F1 is
+    never below F1), then greedily the most similar remaining pair until no pair scores above 0."""
+    exact = Counter(out) & Counter(ref)
+    rest_out, rest_ref = list((Counter(out) - exact).elements()), list((Counter(ref) - exact).elements())
+    pairs = sorted(((emoji_similarity(o, r), i, j) for i, o in enumerate(rest_out) for j, r in enumerate(rest_ref)),
+                   key=lambda pair: -pair[0])  # stable: ties keep output order, then reference order
+    used_out, used_ref, credit = set(), set(), float(sum(exact.values()))
+    for score, i, j in pairs:
+        if score > 0 and i not in used_out and j not in used_ref:
+            used_out.add(i)
+            used_ref.add(j)
+            credit += score
+    return credit
+
+
 def compare(output, reference):
     """Score an output against a reference answer.
 
     exact: the output is emoji-only and its emoji sequence (order and repeats) equals the reference's.
     precision/recall/f1: on emoji multisets, so a repeated emoji is matched at most as often as the other side
-    has it. jaccard: on emoji sets. Any of them is 0.0 when its denominator is empty, e.g. an output without
+    has it. jaccard: on emoji sets. soft_f1: F1 where a matched pair earns emoji_similarity instead of 1, on the
+    matching of _soft_matches (exact matches, then greedy near-synonyms); it equals f1 when no near-synonym is
+    involved and is never below it. Any of them is 0.0 when its denominator is empty, e.g. an output without
     emojis scores 0 everywhere (references are never empty in this project).
     """
     out, ref = emojis_of(output), emojis_of(reference)
     common = sum((Counter(out) & Counter(ref)).values())
     precision, recall = _ratio(common, len(out)), _ratio(common, len(ref))
+    credit = _soft_matches(out, ref)
+    soft_precision, soft_recall = _ratio(credit, len(out)), _ratio(credit, len(ref))
     return {
         "exact": is_emoji_only(output) and out == ref,
         "precision": precision,
         "recall": recall,
         "f1": _ratio(2 * precision * recall, precision + recall),
         "jaccard": _set_jaccard(set(out), set(ref)),
+        "soft_f1": _ratio(2 * soft_precision * soft_recall, soft_precision + soft_recall),
     }
 
 
@@ -153,8 +274,82 @@ def is_mostly_emoji(text):
     return n_emojis > 0 and 2 * n_emojis >= n_emojis + len(words_leaked(text))
 
 
+def keyword_hit(text, keywords):
+    """True when any accepted variant (a string or a list of strings) occurs in text as a whole word or phrase,
+    ignoring case: "mass" is found in "Mass attracts" but not in "massive", "8" in "8 legs". Empty variants
+    never match."""
+    variants = [keywords] if isinstance(keywords, str) else keywords or []
+    # Lookarounds instead of \b so a variant that starts or ends with punctuation ("C++") still needs a boundary.
+    return any(re.search(rf"(?<!\w){re.escape(variant)}(?!\w)", text or "", re.IGNORECASE)
+               for variant in variants if variant)
+
+
 def contains_keyword(text, keyword):
-    """Case-insensitive substring test; False for an empty or None keyword (there is nothing to look for)."""
-    if not keyword:
-        return False
-    return keyword.casefold() in (text or "").casefold()
+    """Old name of keyword_hit, kept for callers not yet moved."""
+    return keyword_hit(text, keyword)
+
+
+# ---------------------------------------------------------------- uncertainty
+def wilson_interval(k, n, z=1.96):
+    """Wilson score interval for k successes in n trials (z=1.96: 95%); (0.0, 1.0) when n is 0 (nothing known)."""
+    if n == 0:
+        return 0.0, 1.0
+    p, z2 = k / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def bootstrap_interval(values, n_boot=2000, seed=0, level=0.95):
+    """Percentile bootstrap interval of the mean of values: n_boot resamples with replacement drawn by
+    random.Random(seed), so the same call gives the same interval. (0.0, 0.0) for no values, like the other empty
+    scores here."""
+    values = list(values)
+    if not values:
+        return 0.0, 0.0
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choices(values, k=len(values))) / len(values) for _ in range(n_boot))
+    tail = (1 - level) / 2
+    return float(means[int(tail * n_boot)]), float(means[min(n_boot - 1, int((1 - tail) * n_boot))])
+
+
+def intervals_overlap(a, b):
+    """True when the closed intervals a = (low, high) and b share at least one point (touching counts)."""
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+# ---------------------------------------------------------------- lookup baseline
+_SENTENCE_STOP_WORDS = set("""a about all am an and are as at be been but by can could did do does for from get got
+    had has have he her his i i'm i've im in is it it's its just me my of on or our out she so some that the their
+    them there they this to too us very was we we're were what will with would you you're your""".split())
+
+
+def _sentence_words(sentence):
+    """Lowercased word set without stop words or a plural 's' ("cookies" -> "cookie", "grandma's" -> "grandma")."""
+    words = set()
+    for word in re.findall(r"[a-z0-9]+(?:'[a-z]+)?", (sentence or "").lower().replace("\u2019", "'")):
+        word = word[:-2] if word.endswith("'s") else word
+        if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+            word = word[:-1]
+        words.add(word)
+    return words - _SENTENCE_STOP_WORDS
+
+
+def nearest_neighbour(sentence, pairs):
+    """The lookup baseline: the emojis of the (sentence, emojis) pair whose sentence is most word-similar to
+    sentence, by Jaccard index of their word sets (_sentence_words). Ties, including no shared word at all, go to
+    the earliest pair; "" only when pairs is empty."""
+    words = _sentence_words(sentence)
+    best, best_score = "", -1.0
+    for other, emojis in pairs:
+        score = _set_jaccard(words, _sentence_words(other))
+        if score > best_score:
+            best, best_score = emojis, score
+    return best
+
+
+def strip_replacement(text):
+    """Text without U+FFFD, the replacement character a decoder leaves for a cut multi-byte character; whitespace
+    before a trailing run of them goes too ("🎉 " + U+FFFD -> "🎉")."""
+    text = re.sub(r"\s*\ufffd[\ufffd\s]*$", "", text or "")
+    return text.replace("\ufffd", "")

@@ -89,7 +89,7 @@ def test_empty_or_none_output(empty):
     assert metrics.words_leaked(empty) == []
     assert metrics.describe(empty) == {"emoji_only": False, "n_emojis": 0, "n_words": 0, "emojis": ""}
     assert metrics.compare(empty, "\U0001F600") == {"exact": False, "precision": 0.0, "recall": 0.0,
-                                                    "f1": 0.0, "jaccard": 0.0}
+                                                    "f1": 0.0, "jaccard": 0.0, "soft_f1": 0.0}
 
 
 def test_text_only_output():
@@ -99,7 +99,7 @@ def test_text_only_output():
     assert metrics.describe(text) == {"emoji_only": False, "n_emojis": 0, "n_words": 5, "emojis": ""}
     scores = metrics.compare(text, "\U0001F600\U0001F389")
     assert scores["exact"] is False
-    assert scores["precision"] == scores["recall"] == scores["f1"] == scores["jaccard"] == 0.0
+    assert scores["precision"] == scores["recall"] == scores["f1"] == scores["jaccard"] == scores["soft_f1"] == 0.0
 
 
 def test_emoji_with_any_text_is_not_emoji_only():
@@ -169,7 +169,7 @@ def test_f1_and_jaccard_by_hand_output_repeats_one_reference_emoji():
 
 def test_disjoint_emojis_score_zero():
     scores = metrics.compare("\U0001F355", "\U0001F389")
-    assert scores == {"exact": False, "precision": 0.0, "recall": 0.0, "f1": 0.0, "jaccard": 0.0}
+    assert scores == {"exact": False, "precision": 0.0, "recall": 0.0, "f1": 0.0, "jaccard": 0.0, "soft_f1": 0.0}
 
 
 def test_exact_match_requires_same_order():
@@ -251,13 +251,177 @@ def test_is_mostly_emoji(text, expected):
     assert metrics.is_mostly_emoji(text) is expected
 
 
-def test_contains_keyword_is_case_insensitive():
-    assert metrics.contains_keyword("The capital is PARIS \U0001F5FC", "paris") is True
-    assert metrics.contains_keyword("the capital is paris", "Paris") is True
-    assert metrics.contains_keyword("The capital is Lyon", "Paris") is False
+@pytest.mark.parametrize("text, keywords, expected", [
+    ("Mass attracts mass.", "mass", True),
+    ("Massive objects attract each other.", ["mass"], False),  # a word boundary is needed on both sides
+    ("Objects with masses attract.", ["mass", "masses"], True),  # any accepted variant
+    ("Eight.", ["eight", "8"], True),
+    ("A spider has 8 legs.", ["eight", "8"], True),
+    ("It has 18 legs, or eighty.", ["eight", "8"], False),
+    ("The capital is BERLIN \U0001F1E9\U0001F1EA", ["Berlin"], True),
+    ("Merci beaucoup!", ["merci"], True),
+    ("In French you say: thank you", ["thank you"], True),  # a phrase is matched as a whole
+    (None, ["Berlin"], False),
+    ("Berlin", [], False),
+    ("Berlin", ["", None], False),
+    ("Berlin", None, False),
+])
+def test_keyword_hit_on_word_boundaries(text, keywords, expected):
+    assert metrics.keyword_hit(text, keywords) is expected
 
 
-def test_contains_keyword_with_missing_text_or_keyword():
-    assert metrics.contains_keyword(None, "Paris") is False
-    assert metrics.contains_keyword("Paris", "") is False
-    assert metrics.contains_keyword("Paris", None) is False
+def test_contains_keyword_is_keyword_hit():
+    assert metrics.contains_keyword("Massive objects", "mass") is False
+    assert metrics.contains_keyword("Mass attracts", ["mass"]) is True
+
+
+# ---------------------------------------------------------------- near-synonyms, soft F1
+JOY, ROFL = "\U0001F602", "\U0001F923"  # 😂 face with tears of joy, 🤣 rolling on the floor laughing
+DOG_FACE, DOG = "\U0001F436", "\U0001F415"  # 🐶, 🐕
+PIZZA, PARTY = "\U0001F355", "\U0001F389"  # 🍕, 🎉
+
+
+@pytest.mark.parametrize("a, b", [
+    (HEART, HEART_FE0F),  # the same emoji with a selector
+    ("\U0001F44D", THUMBS_MEDIUM),  # 👍 / 👍🏽: skin tone
+    ("\U0001F3C3", "\U0001F3C3\u200d\u2640\ufe0f"),  # 🏃 / 🏃‍♀️: gender sign
+    ("\U0001F468\u200d\u2695\ufe0f", "\U0001F469\U0001F3FD\u200d\u2695\ufe0f"),  # 👨‍⚕️ / 👩🏽‍⚕️
+    (DOG_FACE, DOG),  # "dog face" / "dog": the same name words
+    (HEART, "\U0001F499"),  # ❤ red heart / 💙 blue heart: colours are stop words
+])
+def test_emoji_similarity_full_credit(a, b):
+    assert metrics.emoji_similarity(a, b) == 1.0
+    assert metrics.emoji_similarity(b, a) == 1.0
+
+
+def test_emoji_similarity_partial_credit():
+    # 😂/🤣 share no name word; both are in the hand-written laughing family.
+    assert metrics.emoji_similarity(JOY, ROFL) == metrics.FAMILY_CREDIT == 0.5
+    # 🌲 "evergreen tree" / 🌳 "deciduous tree": {evergreen, tree} vs {deciduou(s), tree}, 1 shared of 3.
+    assert metrics.emoji_similarity("\U0001F332", "\U0001F333") == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("a, b", [
+    (PIZZA, PARTY),
+    (DOG_FACE, "\U0001F697"),  # 🐶 / 🚗
+    ("\U0001F44D", "\U0001F44E"),  # 👍 / 👎 share only "thumb", a stop word
+    ("\U0001F33D", "\U0001F442"),  # 🌽 "ear of corn" / 👂 "ear": the Spanish names share nothing
+    ("\U0001F32D", DOG),  # 🌭 "hot dog" / 🐕 "dog": same
+    ("\U0001F1EB\U0001F1F7", "\U0001F1E9\U0001F1EA"),  # two flags share only "flag"
+    (PIZZA, ""),
+    (None, PIZZA),
+])
+def test_emoji_similarity_unrelated_is_zero(a, b):
+    assert metrics.emoji_similarity(a, b) == 0.0
+
+
+@pytest.mark.parametrize("output, reference, soft_f1", [
+    (ROFL, JOY, 0.5),  # one pair worth 0.5: soft P = soft R = 0.5
+    (DOG, DOG_FACE, 1.0),
+    (DOG + PIZZA, DOG_FACE + PARTY, 0.5),  # 1 credit of 2 on each side
+    # 😂😂 vs 😂🤣: the exact 😂 first (1), then 😂/🤣 (0.5): soft P = soft R = 1.5 / 2.
+    (JOY + JOY, JOY + ROFL, 0.75),
+    # 😂🤣 vs 🤣: the exact 🤣 takes the only reference emoji; soft P = 1/2, R = 1, F1 = 2/3.
+    (JOY + ROFL, ROFL, 2 / 3),
+])
+def test_soft_f1_by_hand(output, reference, soft_f1):
+    scores = metrics.compare(output, reference)
+    assert scores["soft_f1"] == pytest.approx(soft_f1)
+    assert scores["soft_f1"] >= scores["f1"]
+
+
+def test_soft_f1_beats_f1_for_near_synonyms_only():
+    assert metrics.compare(ROFL, JOY)["f1"] == 0.0
+    assert metrics.compare(DOG, DOG_FACE)["f1"] == 0.0
+    assert metrics.compare(PIZZA, PARTY)["soft_f1"] == 0.0
+
+
+@pytest.mark.parametrize("output, reference", [
+    ("\U0001F600\U0001F600\U0001F389", "\U0001F600\U0001F389\U0001F389"),
+    ("\U0001F355\U0001F37A", "\U0001F355\U0001F389\u26BD"),
+    (FAMILY + FLAG_FR, FAMILY + FLAG_FR),
+    ("Here: \U0001F355", "\U0001F355"),
+])
+def test_soft_f1_equals_f1_without_near_synonyms(output, reference):
+    scores = metrics.compare(output, reference)
+    assert scores["soft_f1"] == pytest.approx(scores["f1"])
+
+
+# ---------------------------------------------------------------- intervals
+def test_wilson_interval_by_hand():
+    # k=4, n=5, z=1.96: p=0.8, z²/n=0.76832; centre=(0.8+0.38416)/1.76832=0.669653;
+    # half=1.96·sqrt(0.032+0.038416)/1.76832=0.294124 -> (0.37553, 0.96378).
+    low, high = metrics.wilson_interval(4, 5)
+    assert low == pytest.approx(0.37553, abs=1e-4)
+    assert high == pytest.approx(0.96378, abs=1e-4)
+
+
+def test_wilson_interval_edges():
+    # k=0: centre = half = 0.38416/1.76832 = 0.217246, so (0, 0.434492), never below 0.
+    assert metrics.wilson_interval(0, 5) == pytest.approx((0.0, 0.434492), abs=1e-5)
+    assert metrics.wilson_interval(5, 5) == pytest.approx((1 - 0.434492, 1.0), abs=1e-5)
+    assert metrics.wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_bootstrap_interval_is_deterministic_and_holds_the_mean():
+    values = [0, 1, 1, 0, 1, 1, 1, 0, 1, 1] * 2  # mean 0.7, standard error sqrt(0.21/20) = 0.10
+    interval = metrics.bootstrap_interval(values)
+    assert interval == metrics.bootstrap_interval(values, seed=0)
+    low, high = interval
+    # About mean ± 2 standard errors: (0.5, 0.9).
+    assert 0.45 < low < 0.7 < high < 0.95
+
+
+def test_bootstrap_interval_narrows_with_a_lower_level():
+    values = [0.1, 0.4, 0.35, 0.8, 0.55, 0.2]
+    wide, narrow = metrics.bootstrap_interval(values), metrics.bootstrap_interval(values, level=0.5)
+    assert wide[0] <= narrow[0] <= narrow[1] <= wide[1]
+    assert narrow[1] - narrow[0] < wide[1] - wide[0]
+
+
+def test_bootstrap_interval_of_constant_and_empty_values():
+    assert metrics.bootstrap_interval([0.25] * 4) == (0.25, 0.25)
+    assert metrics.bootstrap_interval([]) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("a, b, expected", [
+    ((0.0, 0.5), (0.5, 1.0), True),  # closed: touching counts
+    ((0.0, 0.4), (0.5, 1.0), False),
+    ((0.1, 0.9), (0.3, 0.4), True),  # nested
+])
+def test_intervals_overlap(a, b, expected):
+    assert metrics.intervals_overlap(a, b) is expected
+    assert metrics.intervals_overlap(b, a) is expected
+
+
+# ---------------------------------------------------------------- lookup baseline, decoding leftovers
+PAIRS = [
+    ("I love my cat.", "\U0001F431\u2764"),
+    ("The dog is barking at the mailman.", "\U0001F415\U0001F4EC"),
+    ("We baked cookies all afternoon.", "\U0001F36A\U0001F469\u200d\U0001F373"),
+]
+
+
+def test_nearest_neighbour_picks_the_most_word_similar_pair():
+    # {dog, barking} shares both words with pair 2; "my" alone would point at pair 1 but is a stop word.
+    assert metrics.nearest_neighbour("My dogs are barking!", PAIRS) == PAIRS[1][1]
+    # Plural and possessive are normalised: "cookies" = "cookie", "grandma's" -> "grandma".
+    assert metrics.nearest_neighbour("Baking a cookie for grandma's birthday", PAIRS) == PAIRS[2][1]
+
+
+def test_nearest_neighbour_ties_and_empty():
+    assert metrics.nearest_neighbour("Quantum chromodynamics", PAIRS) == PAIRS[0][1]  # no shared word: first pair
+    twins = [("A sunny day", "\u2600"), ("A sunny day", "\U0001F60E")]
+    assert metrics.nearest_neighbour("sunny day", twins) == "\u2600"
+    assert metrics.nearest_neighbour("anything", []) == ""
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("\U0001F389 \ufffd", "\U0001F389"),  # a cut emoji at the end, and the space before it
+    ("\ufffd\ufffd", ""),
+    ("ok\ufffd fine", "ok fine"),
+    ("hi ", "hi "),  # whitespace not left by a U+FFFD stays
+    (None, ""),
+])
+def test_strip_replacement(text, expected):
+    assert metrics.strip_replacement(text) == expected

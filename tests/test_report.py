@@ -1,5 +1,6 @@
-"""05_report.py on hand-made inputs whose metrics are worked out by hand: the tables, the summary numbers, the loss
-plot, and a discussion draft whose numbers are the tables' numbers."""
+"""05_report.py on hand-made inputs whose metrics are worked out by hand: the tables and their 95% intervals, the
+held-out table with the lookup baseline, the loss plot, cut answers, the ChatGPT states, the prompts as sent, and
+discussion drafts that claim a difference only where the intervals allow it."""
 import json
 import re
 
@@ -7,48 +8,76 @@ import pytest
 
 from conftest import report_section as section, run_script, table_rows as rows_of
 
+SYSTEM = "Reply with emojis only."
 KNOWN = [("I love pizza.", "🍕😍"), ("Rainy day.", "🌧️☔"), ("Go team!", "🏆🎉"), ("Sleepy.", "😴"),
          ("Beach time.", "🏖️☀️")]
 NOVEL = ["New puppy!", "Flight cancelled.", "Baking cookies.", "Power cut.", "Marathon done!"]
 EDGE = ["Happy and sad.", "Love rain, hate wet.", "Best worst day.", "Describe nothing.", "Excited to be bored."]
-GENERAL = {"What is the capital of Germany?": "Berlin", "Explain gravity.": "mass", "Haiku about autumn.": "leaves",
-           "Spider legs?": "eight", "Thank you in French?": "merci"}
-VALIDATION = [("Dancing tonight.", "💃🕺🎶"), ("Coffee time.", "☕")]
+GENERAL = {"What is the capital of Germany?": ["Berlin"], "Explain gravity.": ["mass", "attraction"],
+           "Haiku about autumn.": ["leaves", "leaf"], "Spider legs?": ["eight", "8"], "Thank you in French?": ["merci"]}
+# Every reference holds two different emojis, so the 5-epoch answer (first emoji + 🎉) scores F1 exactly 0.5.
+TEST = [("Dancing tonight.", "💃🎶"), ("Coffee time.", "☕🥐"), ("Snow day!", "❄️⛄"), ("Lost my keys.", "🔑😩"),
+        ("Movie night.", "🎬🍿"), ("New job!", "💼🤝"), ("Gym time.", "🏋️💪"), ("Rainbow!", "🌈😍")]
+CUT_PROMPT = "Best worst day."  # the 5-epoch answer to it is cut mid-emoji, as Llama-2's byte tokens can leave it
 
 
 def answers(model):
     """The answers each model gives, chosen so every metric has a known value."""
     if model == "base":
         return {"known": lambda p, r: "Sure | here you go", "novel": lambda p: "What a nice sentence!",
-                "edge": lambda p: "Hmm.", "general": lambda p, k: f"The answer is {k}, of course.",
-                "validation": lambda p, r: "I cannot do that."}
+                "edge": lambda p: "Hmm.", "general": lambda p, k: f"The answer is {k[0]}, of course.",
+                "test": lambda p, r: "I cannot do that."}
     if model == "ft1":
         return {"known": lambda p, r: r, "novel": lambda p: "🐶🎉", "edge": lambda p: "😊😢",
-                "general": lambda p, k: f"The answer is {k} 🙂", "validation": lambda p, r: r}  # validation: all exact
-    return {"known": lambda p, r: r, "novel": lambda p: "🎉", "edge": lambda p: "🎉",
-            "general": lambda p, k: "🎉🎉", "validation": lambda p, r: r[0] + "🎉"}  # 1 of 2 or 1 of 3 right
+                "general": lambda p, k: f"The answer is {k[-1]} 🙂", "test": lambda p, r: r}  # test: all exact
+    if model == "ft5":  # novel: 4 of 5 emoji-only; general: 2 emojis beside 1 word = a leak, keyword still there
+        return {"known": lambda p, r: r, "novel": lambda p: "Party 🎉 time" if p == NOVEL[0] else "🎉",
+                "edge": lambda p: {CUT_PROMPT: "👩\ufffd", EDGE[3]: ""}.get(p, "🎉" if p == EDGE[0] else "😊😢"),
+                "general": lambda p, k: f"{k[0]} 🎉🎉", "test": lambda p, r: r[0] + "🎉"}
+    return {"known": lambda p, r: r, "novel": lambda p: "🙂", "edge": lambda p: "🙂",  # lookup: test all wrong
+            "test": lambda p, r: "🦕"}
 
 
-def write_inputs(out):
+def model_input(set_name, prompt):
+    """A ChatML prompt as 03 records it: the emoji instruction for emoji requests, none for the general questions."""
+    system = "" if set_name == "general" else f"<|im_start|>system\n{SYSTEM}<|im_end|>\n"
+    return f"{system}<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def generation_rows(instructed_general=False):
     rows = []
-    for model in ("base", "ft1", "ft5"):
+    for model in ("base", "ft1", "ft5", "lookup"):
         a, mine = answers(model), []
         for prompt, ref in KNOWN:
             mine.append(dict(set="known", prompt=prompt, reference=ref, sample=None, output=a["known"](prompt, ref)))
-            for k, sample in enumerate([a["known"](prompt, ref), "🤷"]):
-                mine.append(dict(set="known", prompt=prompt, reference=ref, sample=k, output=sample))
-        mine += [dict(set="novel", prompt=p, reference=None, sample=None, output=a["novel"](p)) for p in NOVEL]
-        mine += [dict(set="edge", prompt=p, reference=None, sample=None, output=a["edge"](p)) for p in EDGE]
-        mine += [dict(set="general", prompt=p, reference=None, keyword=k, sample=None, output=a["general"](p, k))
-                 for p, k in GENERAL.items()]
-        mine += [dict(set="validation", prompt=p, reference=r, sample=None, output=a["validation"](p, r))
-                 for p, r in VALIDATION]
-        rows += [{**row, "model": model} for row in mine]
-    for row in rows:
-        row.setdefault("keyword", None)
-        row.update(decoding={}, version="v")
+            if model != "lookup":
+                for k, sample in enumerate([a["known"](prompt, ref), "🤷"]):
+                    mine.append(dict(set="known", prompt=prompt, reference=ref, sample=k, output=sample))
+        mine += [dict(set="novel", prompt=p, sample=None, output=a["novel"](p)) for p in NOVEL]
+        mine += [dict(set="edge", prompt=p, sample=None, output=a["edge"](p)) for p in EDGE]
+        mine += [dict(set="test", prompt=p, reference=r, sample=None, output=a["test"](p, r)) for p, r in TEST]
+        if model != "lookup":
+            mine += [dict(set="general", prompt=p, keywords=k, sample=None, output=a["general"](p, k))
+                     for p, k in GENERAL.items()]
+        for row in mine:
+            row.setdefault("reference", None)
+            row.setdefault("keywords", None)
+            text_in = model_input(row["set"], row["prompt"])
+            if instructed_general and row["set"] == "general":
+                text_in = model_input("known", row["prompt"])
+            row.update(model=model, input=None if model == "lookup" else text_in,
+                       truncated=model == "ft5" and row["prompt"] == CUT_PROMPT, decoding={}, fingerprint="f",
+                       model_name="embedded")
+        rows += mine
+    return rows
+
+
+def write_inputs(out, chatgpt=None, instructed_general=False):
     out.mkdir(parents=True, exist_ok=True)
+    rows = generation_rows(instructed_general)
     (out / "generations.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", "utf-8")
+    if chatgpt is not None:
+        (out / "chatgpt.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chatgpt), "utf-8")
     curves = {1: [2.0, 1.2], 5: [2.0, 1.1, 0.9, 0.95, 1.05, 1.2]}
     for epochs, val in curves.items():
         folder = out / "adapters" / f"epochs{epochs}"
@@ -56,80 +85,251 @@ def write_inputs(out):
         losses = {"train": [{"step": s + 1, "epoch": (s + 1) / 4, "loss": 2.0 - 0.05 * s} for s in range(4 * epochs)],
                   "validation": [{"epoch": float(e), "loss": v} for e, v in enumerate(val)]}
         (folder / "losses.json").write_text(json.dumps(losses))
-        settings = dict(BATCH_SIZE=8, GRAD_ACCUM=1, LEARNING_RATE=1e-3, LR_SCHEDULER="linear", WEIGHT_DECAY=0.0,
-                        LORA_R=16, LORA_ALPHA=32, LORA_DROPOUT=0.05, SEED=42)
+        settings = dict(BATCH_SIZE=8, GRAD_ACCUM=1, LEARNING_RATE="auto", learning_rate=1e-3, LR_SCHEDULER="linear",
+                        WEIGHT_DECAY=0.0, LORA_R=16, LORA_ALPHA=32, LORA_DROPOUT=0.05, SEED=42, train_pairs=300)
         (folder / "run.json").write_text(json.dumps(dict(
             model="embedded", device="cpu (2 threads)", dtype="float32", epochs=epochs, epochs_trained=float(epochs),
-            steps=4 * epochs,
-            train_seconds=10.0 * epochs, load_seconds=1.0, peak_memory_gib=1.5, train_size=300, validation_size=2,
-            final_train_loss=1.0, validation_losses=val, settings=settings, finished_at="v")))
+            steps=4 * epochs, train_seconds=10.0 * epochs, load_seconds=1.0, peak_memory_gib=1.5, train_size=300,
+            train_available=400, augmented_size=0, validation_size=20, test_size=len(TEST),
+            prompt_format="the model's own chat template", final_train_loss=1.0, validation_losses=val,
+            settings=settings, finished_at="v")))
+    return rows
+
+
+def make_report(out, *args, **inputs):
+    write_inputs(out, **inputs)
+    result = run_script("05_report.py", *args, out=out)
+    assert result.returncode == 0, result.stderr
+    text = (out / "report.md").read_text("utf-8")
+    return text
+
+
+def chatgpt_row(prompt, ok, label="smollm2-135m at 127.0.0.1:8080"):
+    return {"prompt": prompt, "sent": prompt, "source": "api", "model": "gpt-4o-mini",
+            "served_model": "smollm2-135m" if ok else None, "base_url_host": "127.0.0.1:8080",
+            "label": label if ok else None, "status": "ok" if ok else "failed", "answer": "🐶🎉" if ok else None,
+            "error": None if ok else "APIConnectionError: Connection refused", "time": "2025-01-01T00:00:00+00:00",
+            "fingerprint": "f", "emoji_only": ok, "has_words": False}
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    write_inputs(out)
-    result = run_script("05_report.py", out=out)
-    assert result.returncode == 0, result.stderr
-    return out, (out / "report.md").read_text("utf-8")
+    return out, make_report(out)
 
 
-def test_generations_rows_are_assigned_to_each_model():
-    # Guard on the fixture builder itself: 3 models x (15 known + 5 + 5 + 5 + 2) rows.
-    import tempfile
-    from pathlib import Path
+def tables(text):
+    """Every Markdown table in text as (header cells, data rows); pipes escaped as \\| stay inside a cell."""
+    found, lines = [], text.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("|") and re.fullmatch(r"\|[-:| ]+\|", lines[i + 1]):
+            body = []
+            for row in lines[i + 2:]:
+                if not row.startswith("|"):
+                    break
+                body.append([c.strip() for c in re.split(r"(?<!\\)\|", row.strip())[1:-1]])
+            found.append(([c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]], body))
+    return found
 
-    with tempfile.TemporaryDirectory() as tmp:
-        write_inputs(Path(tmp))
-        rows = [json.loads(x) for x in (Path(tmp) / "generations.jsonl").read_text("utf-8").splitlines()]
-    assert [sum(r["model"] == m for r in rows) for m in ("base", "ft1", "ft5")] == [32, 32, 32]
+
+def by_model(text, heading=None, index=0):
+    """The index-th table of a section (of all of text without a heading) as {first cell: row}."""
+    return {row[0]: row for row in tables(section(text, heading) if heading else text)[index][1]}
 
 
-def test_summary_numbers_are_the_hand_computed_ones(report):
+def test_fixture_assigns_rows_to_each_model():
+    # Guard on the fixture builder: base/ft: 15 known + 5 + 5 + 8 test + 5 general; lookup: 5 + 5 + 5 + 8, no general.
+    rows = generation_rows()
+    assert [sum(r["model"] == m for r in rows) for m in ("base", "ft1", "ft5", "lookup")] == [38, 38, 38, 23]
+    assert all(SYSTEM not in r["input"] for r in rows if r["set"] == "general")
+
+
+def test_rates_carry_wilson_intervals_and_means_bootstrap_intervals(report):
     _, text = report
-    rows = {r[0]: r for r in rows_of(section(text, "Summary"))}
-    # columns: model, val emoji-only, val F1, val exact, known F1, same-as-greedy, sample Jaccard, novel, edge,
-    # leak, keyword, diversity
-    assert rows["Base model"][1:4] == ["0%", "0.00", "0%"]
-    assert rows["1-epoch fine-tune"][1:4] == ["100%", "1.00", "100%"]
-    # ft5 on validation: 💃🎉 vs 💃🕺🎶 -> P 1/2, R 1/3, F1 0.4; ☕🎉 vs ☕ -> P 1/2, R 1, F1 2/3; mean 0.53
-    assert rows["5-epoch fine-tune"][1:4] == ["100%", "0.53", "0%"]
-    # samples: one identical to greedy, one 🤷 -> 50 %; Jaccard between r and 🤷 is 0
-    assert rows["1-epoch fine-tune"][5:7] == ["50%", "0.00"]
-    assert rows["1-epoch fine-tune"][9:11] == ["0%", "100%"]  # 1 emoji among 4 words: no leak
-    assert rows["5-epoch fine-tune"][9:11] == ["100%", "0%"]
-    assert rows["Base model"][9:11] == ["0%", "100%"]
+    emoji = by_model(text, "Summary")
+    # columns: model, test F1, test emoji-only, known F1, novel emoji-only, edge emoji-only, distinct / total
+    # ft5 on the novel prompts: 4 of 5 emoji-only. Wilson 95% for 4/5 is (0.376, 0.964).
+    assert emoji["5-epoch fine-tune"][4] == "80% [38–96]"
+    # 5 of 5 and 0 of 5: Wilson (0.566, 1) and (0, 0.434)
+    assert emoji["1-epoch fine-tune"][4] == "100% [57–100]" and emoji["Base model"][4] == "0% [0–43]"
+    # every test answer of ft1 is exact and every ft5 answer has F1 0.5: a bootstrap of equal values has no width
+    assert emoji["1-epoch fine-tune"][1] == "1.00 [1.00–1.00]" and emoji["5-epoch fine-tune"][1] == "0.50 [0.50–0.50]"
+    # known F1 of the base model: no emojis at all
+    assert emoji["Base model"][3] == "0.00 [0.00–0.00]"
+    other = by_model(text, "Summary", 1)
+    # columns: model, leak, keyword, samples = greedy, sample Jaccard
+    assert other["5-epoch fine-tune"][1:3] == ["100% [57–100]", "100% [57–100]"]
+    assert other["1-epoch fine-tune"][1:3] == ["0% [0–43]", "100% [57–100]"]  # "8" counts as "eight"
+    # samples: one identical to greedy, one 🤷 -> 50 %; the Jaccard of r and 🤷 is 0
+    assert other["1-epoch fine-tune"][3:5] == ["0.50 [0.50–0.50]", "0.00 [0.00–0.00]"]
+
+
+def test_held_out_table_has_the_lookup_baseline_beside_base_and_fine_tunes(report):
+    _, text = report
+    held = by_model(text, "Held-out test split")
+    assert list(held) == ["Base model", "1-epoch fine-tune", "5-epoch fine-tune", "Lookup baseline"]
+    # columns: model, emoji-only, mean F1, mean soft F1, exact, n, cut
+    assert held["Lookup baseline"][1:] == ["100% [68–100]", "0.00 [0.00–0.00]", "0.00 [0.00–0.00]", "0% [0–32]",
+                                           "8", "0"]
+    assert held["1-epoch fine-tune"][2:6] == ["1.00 [1.00–1.00]", "1.00 [1.00–1.00]", "100% [68–100]", "8"]
+    assert held["Base model"][1] == "0% [0–32]"
+    assert f"The {len(TEST)} test pairs" in section(text, "Held-out test split")
+
+
+def test_no_table_is_wider_than_seven_columns(report):
+    _, text = report
+    found = tables(text)
+    assert len(found) > 15
+    assert max(len(header) for header, _ in found) <= 7
+    assert all(len(row) == len(header) for header, body in found for row in body)
 
 
 def test_prompt_tables_have_five_rows_and_escape_pipes(report):
     _, text = report
-    for heading in ("2.1 Known prompts", "2.2 Novel prompts", "2.3 Edge cases", "4.2 Emoji prompts",
-                    "4.2 Non-emoji prompts"):
-        assert len(rows_of(section(text, heading))) == 5, heading
+    for heading in ("2.1 Known prompts", "2.2 Novel prompts", "2.3 Edge cases", "4.2 Non-emoji prompts"):
+        answers_table, detail = tables(section(text, heading))[:2]
+        assert len(answers_table[1]) == 5 and len(detail[1]) == 5, heading
     assert "Sure \\| here you go" in section(text, "2.1 Known prompts")
+    known = by_model(text, "2.1 Known prompts", 1)
+    assert known["I love pizza."][1:] == ["❌ 0e 4w · F1 0.00", "✅ 2e · F1 1.00", "✅ 2e · F1 1.00", "✅ 2e · F1 1.00"]
+
+
+def test_a_cut_answer_is_marked_and_no_replacement_character_reaches_the_report(report):
+    _, text = report
+    assert "\ufffd" not in text
+    edge = section(text, "2.3 Edge cases")
+    answers_table, detail = (by_model(edge, index=i) for i in (0, 1))
+    assert answers_table[CUT_PROMPT][3] == "👩"
+    assert detail[CUT_PROMPT][3] == "✅ 1e · ✂️ cut" and "✂️ cut" not in detail[CUT_PROMPT][2]
+    assert "1 answer(s) here hit the token budget" in edge
+    assert answers_table[EDGE[3]][3] == "(empty)"
+
+
+def test_edge_draft_sorts_answers_by_the_stated_rule(report):
+    _, text = report
+    draft = section(text, "2.3 Edge cases").split("### Task 2.3 notes (draft", 1)[1]
+    assert "two or more different emojis" in draft and "single distinct emoji" in draft
+    lines = {line.split("**")[1]: line for line in draft.splitlines() if line.startswith("- **")}
+    ft5 = lines["5-epoch fine-tune"]
+    both, rest = ft5.split("a single distinct emoji", 1)
+    assert f'"{EDGE[1]}"' in both and f'"{EDGE[4]}"' in both  # 😊😢
+    one, failed = rest.split("failed:", 1)
+    assert f'"{EDGE[0]}"' in one  # 🎉 alone
+    assert f'"{CUT_PROMPT}" (cut)' in failed and f'"{EDGE[3]}" (empty)' in failed
+    assert all(f'"{p}" (words)' in lines["Base model"] for p in EDGE)
+    assert "failed" not in lines["1-epoch fine-tune"]
+
+
+def test_general_section_checks_the_inputs_and_keeps_within_seven_columns(report):
+    _, text = report
+    general = section(text, "4.2 Non-emoji prompts")
+    assert "none of the 15 inputs holds the emoji instruction" in general
+    answers_table = by_model(general)
+    assert answers_table["Spider legs?"][1] == "eight, 8"
+    marks = by_model(general, index=1)
+    assert marks["Spider legs?"][1:] == ["leak no · keyword yes · 6w", "leak no · keyword yes · 4w",
+                                         "leak yes · keyword yes · 1w"]
+
+
+def test_general_questions_sent_with_the_emoji_instruction_are_flagged(tmp_path):
+    text = make_report(tmp_path / "out", instructed_general=True)
+    assert "⚠️ 15 input(s) hold the emoji instruction" in section(text, "4.2 Non-emoji prompts")
 
 
 def test_loss_plot_is_written_and_linked(report):
     out, text = report
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "![Training and validation loss](loss.png)" in text
+    losses = by_model(text, "Loss curves")
+    assert losses["2"][1:] == ["", "0.900 (lowest)"] and losses["1"][1:] == ["1.200 (lowest)", "1.100"]
+
+
+def test_run_summary_says_how_much_of_the_training_split_was_used(report):
+    _, text = report
+    summary = section(text, "Run summary")
+    assert "trained on 300 of 400 training pairs" in summary and "no augmented pairs" in summary
+    assert "learning rate 0.001" in summary
+
+
+def test_discussion_states_a_difference_only_where_intervals_do_not_overlap(report):
+    _, text = report
+    draft = section(text, "4.3 Discussion (draft)")
+    body = draft.split("\n\n", 2)[2].strip()
+    stated = int(re.search(r"_(\d+) words", draft).group(1))
+    assert stated == len(body.split()) and 100 <= stated <= 300
+    # the 5-epoch curve bottoms out at 0.900 at epoch 2 and ends at 1.200 at epoch 5
+    assert "fell to 0.900 at epoch 2 and then rose to 1.200 at epoch 5" in body
+    assert "would keep epoch 2" in body
+    # leak 5/5 vs 0/5: the intervals [57-100] and [0-43] do not overlap -> a difference
+    assert ("the emoji-leak rate is higher for the 5-epoch fine-tune (100% [57–100]) than for the base model "
+            "(0% [0–43])") in body
+    # keyword hits 5/5 vs 5/5: they overlap -> no claim
+    assert ("the 5-epoch fine-tune (100% [57–100]) and the base model (100% [57–100]) are not distinguishable in "
+            "keyword hits") in body
+    # test F1: ft5 0.50 vs lookup 0.00, ft1 1.00 vs ft5 0.50: no overlap
+    assert "F1 is higher for the 5-epoch fine-tune (0.50 [0.50–0.50]) than for the lookup baseline" in body
+    assert "F1 is higher for the 1-epoch fine-tune (1.00 [1.00–1.00]) than for the 5-epoch fine-tune" in body
+    assert "Signs of overfitting:" in body and "after one epoch" not in body
+    assert "Data augmentation was off" in body and "dropout is 0.05" in body
+
+
+def test_discussion_says_not_distinguishable_when_intervals_overlap(tmp_path):
+    # With only the 5-epoch run and its general answers made word answers, leak rates are 0/5 on both sides.
+    out = tmp_path / "out"
+    write_inputs(out)
+    rows = [json.loads(line) for line in (out / "generations.jsonl").read_text("utf-8").splitlines()]
+    for row in rows:
+        if row["model"] == "ft5" and row["set"] == "general":
+            row["output"] = "I think it is probably " + row["keywords"][0] + " 🎉"
+    (out / "generations.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    result = run_script("05_report.py", "--epochs", "5", out=out)
+    assert result.returncode == 0, result.stderr
+    text = (out / "report.md").read_text("utf-8")
+    body = section(text, "4.3 Discussion (draft)")
+    assert ("the 5-epoch fine-tune (0% [0–43]) and the base model (0% [0–43]) are not distinguishable in the "
+            "emoji-leak rate") in body
+    assert "1-epoch" not in text, "the text follows EPOCHS"
+    assert "Signs of overfitting: a validation loss rising after epoch 2." in body
+
+
+def test_prompts_as_sent_show_each_set_and_model_in_a_code_block(report):
+    _, text = report
+    sent = section(text, "Prompts as sent")
+    for set_name, prompt in [("known", KNOWN[0][0]), ("novel", NOVEL[0]), ("edge", EDGE[0]),
+                             ("general", next(iter(GENERAL))), ("test", TEST[0][0])]:
+        # base and fine-tunes received the same string, so they share one block that names all three
+        assert f"### {set_name}: Base model, 1-epoch fine-tune, 5-epoch fine-tune" in sent
+        assert f"```text\n{model_input(set_name, prompt)}\n```" in sent
 
 
 def test_missing_chatgpt_answers_say_how_to_run_them(report):
     _, text = report
     task3 = section(text, "Task 3")
-    assert "not run" in task3 and "04_chatgpt.py" in task3
+    assert "not run" in task3 and "04_chatgpt.py" in task3 and "failed" not in task3
 
 
-def test_discussion_is_100_to_300_words_and_quotes_the_tables(report):
-    _, text = report
-    draft = section(text, "4.3 Discussion (draft)")
-    body = draft.split("\n\n", 2)[2]
-    stated = int(re.search(r"_(\d+) words", draft).group(1))
-    assert stated == len(body.split()) and 100 <= stated <= 300
-    # the 5-epoch curve bottoms out at 0.900 at epoch 2 and ends at 1.200 at epoch 5
-    assert "fell to 0.900 at epoch 2 and then rose to 1.200 at epoch 5" in body
-    assert "F1 0.53" in body and "F1 1.00" in body and "F1 0.00" in body
-    assert "emoji-leak rate on non-emoji questions of 100% against 0%" in body
-    assert "a memorisation gap (F1 1.00 on training prompts against 0.53 held out" in body
-    assert "overfitting" in body
+def test_chatgpt_requests_that_all_failed_say_failed_not_not_run(tmp_path):
+    text = make_report(tmp_path / "out", chatgpt=[chatgpt_row(p, ok=False) for p in NOVEL])
+    task3 = section(text, "Task 3")
+    assert "**failed (5 of 5)**" in task3 and "Connection refused" in task3 and "not run" not in task3
+
+
+def test_some_failed_chatgpt_requests_and_answers_are_labelled_as_recorded(tmp_path):
+    rows = [chatgpt_row(p, ok=i < 3) for i, p in enumerate(NOVEL)]
+    task3 = section(make_report(tmp_path / "out", chatgpt=rows), "Task 3")
+    assert "failed (2 of 5)" in task3 and "not run" not in task3
+    header = tables(task3)[0][0]
+    assert header[:4] == ["prompt", "1-epoch fine-tune", "5-epoch fine-tune", "smollm2-135m at 127.0.0.1:8080"]
+    assert by_model(task3, index=1)["smollm2-135m at 127.0.0.1:8080"][1] == "3/3 (100%)"
+
+
+def test_missing_inputs_name_the_script_to_run_first(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_script("05_report.py", out=empty)
+    assert result.returncode != 0 and "02_train.py" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    write_inputs(tmp_path / "no_generations")
+    (tmp_path / "no_generations" / "generations.jsonl").unlink()
+    result = run_script("05_report.py", out=tmp_path / "no_generations")
+    assert result.returncode != 0 and "03_generate.py" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -1,0 +1,145 @@
+"""Settings sweep for a model's fine-tune, judged on held-out quality (validation F1), not on training loss.
+
+Each configuration is one run of the project's own 02_train.py (in its own outputs folder, sharing one dataset), then
+greedy answers to the whole validation split from every adapter, scored with metrics.compare. The test split is never
+read. Prints one table (configuration, epochs, validation loss, emoji-only, F1 and soft F1 with 95% intervals) and
+writes it as JSON. Usage (from the repo root; the dataset must exist, run 01 first):
+
+    python bench/sweep.py --model embedded --out outputs/sweep [--only NAME,NAME]
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# name -> (02_train.py flags, epochs runs). One factor at a time around the centre ("base"). A name starting with
+# "augment" trains on a dataset that 01 built with --augment true (same split, extra templated pairs in train).
+CONFIGS = {
+    "base": ([], "1,3"),
+    "augment": ([], "1,3"),
+    "lr5e-4": (["--learning-rate", "5e-4"], "1"),
+    "lr2e-3": (["--learning-rate", "2e-3"], "1,3"),
+    "lr4e-3": (["--learning-rate", "4e-3"], "1"),
+    "r64": (["--lora-r", "64", "--lora-alpha", "128"], "1"),
+    "attention-only": (["--lora-targets", "q_proj,k_proj,v_proj,o_proj"], "1"),
+    "batch4": (["--batch-size", "4"], "1"),
+    "batch16": (["--batch-size", "16"], "1"),
+    "batch4-lr2e-3": (["--batch-size", "4", "--learning-rate", "2e-3"], "1,3"),
+    "subset600": (["--train-pairs", "600"], "1,5"),  # the CPU default's data
+    "subset600-batch4-lr2e-3": (["--train-pairs", "600", "--batch-size", "4", "--learning-rate", "2e-3"], "1,5"),
+}
+
+
+def train(name, flags, epochs, model, work):
+    """One 02_train.py invocation into work/name, sharing the dataset built by 01; its output goes to train.log there."""
+    out = work / name
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "EMOJI_OUT": str(out), "PYTHONUNBUFFERED": "1"}
+    if name.startswith("augment"):
+        result = subprocess.run([sys.executable, str(ROOT / "01_make_dataset.py"), "--augment", "true"], env=env,
+                                cwd=ROOT, capture_output=True, text=True)
+        if result.returncode:
+            raise SystemExit(f"{name}: 01_make_dataset.py failed\n{result.stderr[-2000:]}")
+    elif not (out / "dataset").exists():
+        shutil.copytree(work / "dataset", out / "dataset")
+    start = time.time()
+    result = subprocess.run([sys.executable, str(ROOT / "02_train.py"), "--model", model, "--epochs", epochs, *flags],
+                            env=env, cwd=ROOT, capture_output=True, text=True)
+    (out / "train.log").write_text(result.stdout + "\n" + result.stderr, encoding="utf-8")
+    if result.returncode:
+        raise SystemExit(f"{name}: 02_train.py failed\n{result.stderr[-2000:]}")
+    return time.time() - start
+
+
+def evaluate(model_name, adapters, validation):
+    """Greedy answers of each adapter to the validation sentences and to the non-emoji questions (asked without the
+    emoji instruction): {adapter: ([validation answers], [general answers])}."""
+    import common
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(next(iter(adapters.values()))))
+    budget = common.answer_budget(tokenizer, [e for _, e in validation], 8)
+    prompts = [common.render_prompt(tokenizer, common.emoji_messages(s)) for s, _ in validation]
+    general = [common.render_prompt(tokenizer, common.plain_messages(q)) for q in common.GENERAL]
+    model, _ = common.load_model(model_name)
+    answers = {}
+    for key, path in adapters.items():
+        peft = PeftModel.from_pretrained(model, str(path), adapter_name="a")
+        peft.eval()
+        common.prepare_for_inference(peft)
+        answers[key] = ([text for text, _ in common.generate(peft, tokenizer, prompts, budget, batch_size=64,
+                                                             desc=key)],
+                        [text for text, _ in common.generate(peft, tokenizer, general, 96, batch_size=8, desc=key)])
+        model = peft.unload()  # back to the plain base model for the next adapter
+    return answers
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--out", default=str(ROOT / "outputs" / "sweep"))
+    parser.add_argument("--only", default="", help="comma-separated configuration names (default: all)")
+    parser.add_argument("--extra", default="", help="flags added to every 02_train.py run, e.g. '--max-steps 2'")
+    parser.add_argument("--parallel", type=int, default=1, help="training runs at once (a small model leaves a big "
+                        "GPU mostly idle, so several runs share it well)")
+    args = parser.parse_args()
+
+    import common
+    import metrics
+    from datasets import load_from_disk
+    from tabulate import tabulate
+
+    work = Path(args.out).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(common.DATASET_DIR, work / "dataset", dirs_exist_ok=True)
+    data = load_from_disk(str(work / "dataset"))
+    validation = list(zip(data["validation"]["sentence"], data["validation"]["emojis"]))
+    names = [n for n in CONFIGS if not args.only or n in args.only.split(",")]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(args.parallel) as pool:
+        list(pool.map(lambda n: train(n, CONFIGS[n][0] + args.extra.split(), CONFIGS[n][1], args.model, work),
+                      names))
+    adapters, runs = {}, {}
+    for name in names:
+        for e in CONFIGS[name][1].split(","):
+            key = f"{name} / {e} ep"
+            adapters[key] = work / name / "adapters" / f"epochs{e}"
+            runs[key] = json.loads((adapters[key] / "run.json").read_text())
+    answers = evaluate(runs[next(iter(runs))]["model"], adapters, validation)
+
+    rows, results = [], []
+    for key, (texts, general) in answers.items():
+        leak = sum(metrics.is_mostly_emoji(t) for t in general)
+        scores = [metrics.compare(t, ref) for t, (_, ref) in zip(texts, validation)]
+        only = sum(metrics.is_emoji_only(t) for t in texts)
+        f1 = [s["f1"] for s in scores]
+        soft = [s["soft_f1"] for s in scores]
+        run = runs[key]
+        result = {"config": key, "flags": CONFIGS[key.split(" / ")[0]][0], "epochs": run["epochs"],
+                  "learning_rate": run["settings"]["learning_rate"], "validation_loss": run["validation_losses"][-1],
+                  "emoji_only": only / len(texts), "f1": sum(f1) / len(f1), "f1_ci": metrics.bootstrap_interval(f1),
+                  "soft_f1": sum(soft) / len(soft), "train_seconds": run["train_seconds"], "n": len(texts),
+                  "general_leak": leak / len(general), "general_answers": general}
+        results.append(result)
+        lo, hi = result["f1_ci"]
+        rows.append([key, f"{result['validation_loss']:.3f}", f"{100 * result['emoji_only']:.0f}%",
+                     f"{result['f1']:.3f} [{lo:.2f}-{hi:.2f}]", f"{result['soft_f1']:.3f}",
+                     f"{leak}/{len(general)}", f"{run['train_seconds']:.0f}"])
+    print(f"model {args.model}, {len(validation)} validation pairs, device {runs[next(iter(runs))]['device']}")
+    print(tabulate(rows, headers=["configuration", "val loss", "emoji-only", "F1 [95% CI]", "soft F1",
+                                     "non-emoji answered in emoji", "train s"],
+                   tablefmt="github", disable_numparse=True))
+    (work / "sweep.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
