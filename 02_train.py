@@ -11,16 +11,17 @@ import time
 from datetime import datetime, timezone
 
 import common
+import export
 
 MODEL = "auto"  # auto | embedded | a Hugging Face name or local folder
 EPOCHS = "1,5"  # one separate run per entry
 # auto: every training pair with CUDA; on a CPU a seeded subset of CPU_TRAIN_PAIRS, so the demo fits its time budget
 # (README: what it costs in quality). "all", or a number, for the same choice everywhere. Every run gets the same pairs.
 TRAIN_PAIRS = "auto"
-CPU_TRAIN_PAIRS = 600
-BATCH_SIZE = 8
+CPU_TRAIN_PAIRS = 400  # ~6 min of training for both runs on 2 CPU cores (README, BENCHMARKS.md)
+BATCH_SIZE = "auto"  # a number, or auto: 4 for the embedded model (sweep in BENCHMARKS.md), 8 for the 7B
 GRAD_ACCUM = 1
-LEARNING_RATE = "auto"  # a number, or auto: 2e-4 for the 7B QLoRA (Unsloth's guidance), 1e-3 for the embedded model
+LEARNING_RATE = "auto"  # a number, or auto: 2e-4 for the 7B QLoRA (Unsloth's guidance), 2e-3 for the embedded model
 LR_SCHEDULER = "linear"
 WARMUP = 0.05  # fraction of the steps (< 1) or a number of steps
 WEIGHT_DECAY = 0.0
@@ -36,15 +37,19 @@ SEED = 42
 MAX_STEPS = -1  # > 0 caps each run (smoke tests); -1 trains the full epochs
 EARLY_STOPPING = False  # stop a run when validation loss stops improving (a remedy for overfitting)
 EARLY_STOPPING_PATIENCE = 1
+# After training, each run is also exported for use outside this repo (README: llama.cpp, Ollama, 04 beside ChatGPT):
+# none | merged (16-bit weights) | gguf (one file, chat template inside) | auto (gguf on a CPU, none for a 7B on a GPU)
+EXPORT = "auto"
 
 args = common.configure(globals(), __doc__, checks=dict(
     EPOCHS=common.positive_int_list, TRAIN_PAIRS=common.either("auto", "all", common.positive_int),
-    CPU_TRAIN_PAIRS=common.positive_int, BATCH_SIZE=common.positive_int, GRAD_ACCUM=common.positive_int,
+    CPU_TRAIN_PAIRS=common.positive_int, BATCH_SIZE=common.either("auto", common.positive_int), GRAD_ACCUM=common.positive_int,
     LEARNING_RATE=common.either("auto", common.positive), WEIGHT_DECAY=common.non_negative,
     WARMUP=common.either(common.between(0, 1, include_low=True), common.non_negative_int),  # a fraction or steps
     LORA_R=common.positive_int, LORA_ALPHA=common.positive, LORA_DROPOUT=common.between(0, 1, include_low=True),
     LORA_TARGETS=common.not_empty, MAX_SEQ_LENGTH=common.positive_int, PAD_MULTIPLE=common.positive_int,
-    MAX_STEPS=common.either(-1, common.positive_int), EARLY_STOPPING_PATIENCE=common.positive_int))
+    MAX_STEPS=common.either(-1, common.positive_int), EARLY_STOPPING_PATIENCE=common.positive_int,
+    EXPORT=common.one_of("auto", "none", "merged", "gguf")))
 common.require(common.DATASET_DIR / "dataset_dict.json", "01_make_dataset.py")
 dataset_fp = common.dataset_fingerprint()
 if dataset_fp is None:
@@ -59,7 +64,11 @@ from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 model_name = common.resolve_model(MODEL)
 epoch_runs = common.parse_epochs(EPOCHS)
-learning_rate = float(LEARNING_RATE) if LEARNING_RATE != "auto" else 1e-3 if model_name == common.EMBEDDED else 2e-4
+# Per-model defaults: the embedded model's come from the validation-F1 sweep (bench/sweep.py), the 7B's from Unsloth's
+# QLoRA guidance and the H100 benchmark.
+embedded = model_name == common.EMBEDDED
+learning_rate = float(LEARNING_RATE) if LEARNING_RATE != "auto" else 2e-3 if embedded else 2e-4
+batch_size = int(BATCH_SIZE) if BATCH_SIZE != "auto" else 4 if embedded else 8
 train_pairs = (None if TRAIN_PAIRS == "all" or (TRAIN_PAIRS == "auto" and torch.cuda.is_available())
                else CPU_TRAIN_PAIRS if TRAIN_PAIRS == "auto" else int(TRAIN_PAIRS))
 
@@ -68,7 +77,8 @@ def stamp(epochs):
     """What makes run epochsN: every constant here (EPOCHS and EXPORT only pick which runs and files to make), the
     resolved model and learning rate, this run's epochs, and the dataset's fingerprint."""
     settings = common.settings_of(globals(), exclude=("EPOCHS", "EXPORT"), model=model_name,
-                                  learning_rate=learning_rate, train_pairs=train_pairs, epochs=epochs)
+                                  learning_rate=learning_rate, batch_size=batch_size, train_pairs=train_pairs,
+                                  epochs=epochs)
     return common.make_stamp(settings, {"dataset": dataset_fp})
 
 
@@ -81,6 +91,7 @@ todo = [e for e in epoch_runs if args.force or not up_to_date(e)]
 for e in sorted(set(epoch_runs) - set(todo)):
     print(f"{common.display(common.adapter_path(e))} is up to date (use --force to retrain).")
 if not todo:
+    export.export_runs(epoch_runs, EXPORT)  # an up-to-date adapter may still lack its export
     sys.exit(0)
 
 raw = load_from_disk(str(common.DATASET_DIR))
@@ -144,7 +155,7 @@ def train(epochs):
     shutil.rmtree(work_dir, ignore_errors=True)
     config = SFTConfig(
         output_dir=str(work_dir / "checkpoints"), num_train_epochs=epochs, max_steps=MAX_STEPS,
-        per_device_train_batch_size=BATCH_SIZE, per_device_eval_batch_size=BATCH_SIZE * 2,
+        per_device_train_batch_size=batch_size, per_device_eval_batch_size=batch_size * 2,
         gradient_accumulation_steps=GRAD_ACCUM, learning_rate=learning_rate, lr_scheduler_type=LR_SCHEDULER,
         optim=OPTIM, pad_to_multiple_of=PAD_MULTIPLE if graphs else None,
         warmup_steps=WARMUP, weight_decay=WEIGHT_DECAY, max_length=MAX_SEQ_LENGTH,
@@ -163,7 +174,7 @@ def train(epochs):
     callbacks = [EarlyStoppingCallback(EARLY_STOPPING_PATIENCE)] if EARLY_STOPPING else []
     trainer = SFTTrainer(model=model, args=config, train_dataset=data["train"], eval_dataset=data["validation"],
                          processing_class=tokenizer, callbacks=callbacks)
-    print(f"run: {epochs} epoch(s), batch {BATCH_SIZE}x{GRAD_ACCUM}, lr {learning_rate}, LoRA r={LORA_R}", flush=True)
+    print(f"run: {epochs} epoch(s), batch {batch_size}x{GRAD_ACCUM}, lr {learning_rate}, LoRA r={LORA_R}", flush=True)
     initial = trainer.evaluate()["eval_loss"]  # epoch 0: the untrained model, the start of the validation curve
     train_start = time.time()
     result = trainer.train()
@@ -206,3 +217,4 @@ for epochs in todo:
     gc.collect()  # free the finished run's trainer and optimizer state (reference cycles)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+export.export_runs(epoch_runs, EXPORT)

@@ -580,14 +580,17 @@ def _convert_embedded(cache):
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = cache.with_name(cache.name + ".tmp")
+    import shutil
+
+    # One folder per process: several runs started at once (a settings sweep) each convert, and the first to finish
+    # wins; the others find the copy in place and drop theirs.
+    tmp = cache.with_name(f"{cache.name}.tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    if cache.exists():
-        import shutil
-
-        shutil.rmtree(cache)
-    tmp.replace(cache)
+    try:
+        tmp.replace(cache)
+    except OSError:  # another process got there first (the folder exists and is not empty)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def align_stop_token(model, tokenizer):

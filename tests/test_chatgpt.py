@@ -1,6 +1,8 @@
 """04_chatgpt.py run as a user runs it, against a real OpenAI-compatible server (llama.cpp serving SmolLM2, from
-conftest.py), with a small fault-injecting proxy in front of it for rate limits, server errors, timeouts and a
-server that goes away mid-run. Every test works in its own EMOJI_OUT folder holding a hand-made generations.jsonl."""
+conftest.py), with a small fault-injecting proxy in front of it: rate limits, server errors, stalls, a server that goes
+away, 200 replies without an answer (empty choices, null or empty content, cut-off JSON, a captive portal's HTML page)
+and a reply trickled one byte at a time. Every test works in its own EMOJI_OUT folder holding a hand-made
+generations.jsonl; the prompts asked are common.NOVEL."""
 import ast
 import csv
 import http.client
@@ -17,19 +19,18 @@ from urllib.parse import urlsplit
 
 import pytest
 
+import common
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "04_chatgpt.py"
 INSTRUCTION_START = "Respond only with emojis"
+INTERRUPTED = "interrupted - finished work is kept; run again to continue"
 
-NOVEL = [
-    ("I just adopted a puppy and I'm so happy", "🐶😊", "🐶❤️🏠"),
-    ("The volcano erupted during our picnic", "🌋🧺", "🌋🔥😱"),
-    ("My laptop died right before the deadline", "💻💀⏰", "💻😭"),
-    ("We celebrated grandma's 90th birthday at the beach", "👵🎂🏖️", "🎂🎉🌊"),
-    ("Rain ruined the football match but we still won", "🌧️⚽🏆", "Rain ⚽ won"),
-]
-PROMPTS = [p for p, _, _ in NOVEL]
-FAST = ["--backoff-s", "0.01", "--max-tokens", "24"]  # keep retries and the small model's answers quick
+PROMPTS = list(common.NOVEL)
+# (prompt, 1-epoch answer, 5-epoch answer): hand-made step-3 outputs for the summary table and the report section
+NOVEL = list(zip(PROMPTS, ["🐶😊", "✈️❌", "🍪🎂👵", "⛈️🔌💡", "🏃🏅🎉"],
+                  ["🐶❤️🏠", "✈️😭🧳", "🍪🎉", "⛈️💡😱", "Marathon 🏅 done"]))
+FAST = ["--max-tokens", "24"]  # keep the small model's answers quick
 
 
 # ---------------------------------------------------------------- fixtures and helpers
@@ -59,18 +60,21 @@ def out(tmp_path):
     return folder
 
 
-def run(out, *args, key=None, base_url=None, timeout=240):
+def env_for(out, key=None, base_url=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    env["EMOJI_OUT"] = str(out)
-    env["PYTHONUNBUFFERED"] = "1"
+    env.update(EMOJI_OUT=str(out), PYTHONUNBUFFERED="1")
     if key is not None:
         env["OPENAI_API_KEY"] = key
     if base_url is not None:
         env["OPENAI_BASE_URL"] = base_url
+    return env
+
+
+def run(out, *args, key=None, base_url=None, timeout=240, cwd=None):
     # never let a real data/chatgpt_responses.csv of the user leak into a test
     args = ["--manual-csv", str(out.parent / "no_such_responses.csv"), *args]
-    return subprocess.run([sys.executable, str(SCRIPT), *args], env=env, cwd=out.parent, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([sys.executable, str(SCRIPT), *args], env=env_for(out, key, base_url),
+                          cwd=cwd or out.parent, capture_output=True, text=True, timeout=timeout)
 
 
 def answers(out):
@@ -96,20 +100,40 @@ def assert_complete(out):
         assert row["status"] == "ok" and row["error"] is None
         assert row["sent"].startswith(INSTRUCTION_START) and row["sent"].endswith(row["prompt"])
         assert row["source"] == "api" and row["model"] and row["time"].endswith("+00:00")
-        assert row["base_url_host"].startswith("127.0.0.1:")
-        assert isinstance(row["answer"], str) and isinstance(row["has_words"], bool)
+        assert row["base_url_host"].startswith("127.0.0.1:") and row["label"].endswith(f" at {row['base_url_host']}")
+        assert isinstance(row["answer"], str) and row["answer"].strip() and isinstance(row["has_words"], bool)
+        assert isinstance(row["fingerprint"], str) and row["fingerprint"]
     return rows
+
+
+def assert_failed(row, *words):
+    assert row["status"] == "failed" and row["answer"] == "" and row["label"] is None
+    for word in words:
+        assert word in row["error"], row["error"]
+
+
+CAPTIVE_PORTAL = (b"<!DOCTYPE html><html><head><title>Sign in to Hotel-WiFi</title></head>"
+                  b"<body>Accept the terms to continue</body></html>")
 
 
 class FaultProxy:
     """A threaded HTTP proxy in front of the real server. `plan` lists what to do with the first requests, one entry
-    each: "ok" forwards, "429"/"500" answer that error, "sleep" stalls past the client's timeout and then drops the
-    request (the real server never sees it), "down" closes the connection and stops listening (the server went
-    away). Requests past the plan are forwarded."""
+    each; requests past the plan are forwarded unchanged.
+      "ok"             forward
+      "429" / "500"    answer that error (a 429 says Retry-After: 1); "quota": 429 insufficient_quota
+      "sleep"          stall past the client's timeout, then drop the request (the real server never sees it)
+      "down"           close the connection and stop listening (the server went away)
+      "empty_choices" / "null_content" / "empty_content"   forward, then answer 200 with that answer removed
+      "truncated"      forward, then send only the first half of the JSON body
+      "html"           200 with a captive portal's login page
+      "trickle"        forward, then send the reply one byte every `trickle_s` seconds
+      "echo_key"       400 whose message quotes the Authorization header, as some servers do
+    `served_model`, when set, replaces the model name in every forwarded reply (the name the server reports).
+    `port`: listen where an earlier proxy did (the server's address is part of an answer's provenance)."""
 
-    def __init__(self, upstream, plan=(), sleep_s=3.0):
+    def __init__(self, upstream, plan=(), sleep_s=3.0, trickle_s=0.5, served_model=None, port=0):
         self.upstream = urlsplit(upstream)
-        self.plan, self.sleep_s = list(plan), sleep_s
+        self.plan, self.sleep_s, self.trickle_s, self.served_model = list(plan), sleep_s, trickle_s, served_model
         self.requests, self.lock = [], threading.Lock()
         proxy = self
 
@@ -130,42 +154,74 @@ class FaultProxy:
                     index = len(proxy.requests)
                     proxy.requests.append(self.path)
                 action = proxy.plan[index] if index < len(proxy.plan) else "ok"
+                try:
+                    self.act(action, body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting
+
+            def act(self, action, body):
                 if action == "down":
                     self.close_connection = True
                     threading.Thread(target=proxy.stop, daemon=True).start()
                     self.connection.close()
                     return
-                if action in ("429", "500"):
-                    kind = "rate_limit_exceeded" if action == "429" else "server_error"
-                    return self.reply(int(action), json.dumps({"error": {"message": f"injected {action}",
-                                                                         "type": kind, "code": kind}}).encode())
+                if action in ("429", "500", "quota", "echo_key"):
+                    status = {"500": 500, "echo_key": 400}.get(action, 429)
+                    code = {"429": "rate_limit_exceeded", "500": "server_error", "quota": "insufficient_quota",
+                            "echo_key": "invalid_request"}[action]
+                    message = f"injected {action} for {self.headers.get('Authorization')}"
+                    data = json.dumps({"error": {"message": message, "type": code, "code": code}}).encode()
+                    return self.reply(status, data, headers={"Retry-After": "1"} if action == "429" else {})
                 if action == "sleep":  # stall, then drop the request: the client has given up by then
                     time.sleep(proxy.sleep_s)
                     self.close_connection = True
                     return
-                try:
-                    self.forward(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up waiting
+                if action == "html":
+                    return self.reply(200, CAPTIVE_PORTAL, "text/html; charset=utf-8")
+                status, data, content_type = self.forward(body)
+                if status == 200 and action in ("empty_choices", "null_content", "empty_content") or \
+                        status == 200 and proxy.served_model:
+                    reply = json.loads(data)
+                    if action == "empty_choices":
+                        reply["choices"] = []
+                    elif action in ("null_content", "empty_content"):
+                        reply["choices"][0]["message"]["content"] = None if action == "null_content" else ""
+                    if proxy.served_model:
+                        reply["model"] = proxy.served_model
+                    data = json.dumps(reply).encode()
+                if action == "truncated":
+                    data = data[: len(data) // 2]
+                if action == "trickle":
+                    return self.reply(status, data, content_type, trickle=True)
+                self.reply(status, data, content_type)
 
             def forward(self, body):
                 conn = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=120)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
                 conn.request(self.command, self.path, body=body, headers=headers)
                 response = conn.getresponse()
-                self.reply(response.status, response.read(), response.getheader("Content-Type", "application/json"))
+                result = response.status, response.read(), response.getheader("Content-Type", "application/json")
                 conn.close()
+                return result
 
-            def reply(self, status, data, content_type="application/json"):
+            def reply(self, status, data, content_type="application/json", headers=(), trickle=False):
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in dict(headers).items():
+                    self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(data)
+                if not trickle:
+                    return self.wfile.write(data)
+                for i in range(len(data)):
+                    self.wfile.write(data[i: i + 1])
+                    self.wfile.flush()
+                    time.sleep(proxy.trickle_s)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         self.stopped = False
@@ -185,8 +241,8 @@ class FaultProxy:
 def proxy(llama_server):
     made = []
 
-    def make(plan=(), sleep_s=3.0):
-        made.append(FaultProxy(llama_server.base_url, plan, sleep_s))
+    def make(plan=(), **options):
+        made.append(FaultProxy(llama_server.base_url, plan, **options))
         return made[-1]
 
     yield make
@@ -194,7 +250,7 @@ def proxy(llama_server):
         p.stop()
 
 
-# ---------------------------------------------------------------- API mode
+# ---------------------------------------------------------------- API mode: the happy path
 def test_happy_path_caches_five_answers_and_rerun_sends_nothing(out, llama_server, proxy):
     server = proxy()
     first = run(out, *FAST, key=llama_server.api_key, base_url=server.url)
@@ -231,18 +287,102 @@ def test_direct_to_server_without_proxy(out, llama_server):
     assert_no_key(out, llama_server.api_key, result.stdout, result.stderr)
 
 
+def test_label_names_the_served_model_and_the_host(out, llama_server, proxy):
+    """llama.cpp echoes whatever model name it is asked for; the label must say what the server reports and where it
+    runs, never "ChatGPT" for a server that is not api.openai.com."""
+    server = proxy(served_model="smollm2-135m-q4")
+    result = run(out, *FAST, key=llama_server.api_key, base_url=server.url)
+    assert result.returncode == 0, result.stderr + result.stdout
+    for row in assert_complete(out):
+        assert row["model"] == "gpt-4o-mini", "the requested model is kept beside the served one"
+        assert row["served_model"] == "smollm2-135m-q4"
+        assert row["label"] == f"smollm2-135m-q4 at 127.0.0.1:{server.port}"
+        assert "ChatGPT" not in row["label"]
+
+
+def test_changed_settings_ask_again_and_dropped_prompts_go(out, llama_server, proxy):
+    server = proxy()
+    assert run(out, *FAST, key=llama_server.api_key, base_url=server.url).returncode == 0
+    before = {r["prompt"]: r["fingerprint"] for r in assert_complete(out)}
+    with (out / "chatgpt.jsonl").open("a", encoding="utf-8") as f:  # an answer to a prompt NOVEL no longer holds
+        f.write(json.dumps({"prompt": "A prompt from an older NOVEL set", "status": "ok", "answer": "🦕"}) + "\n")
+
+    changed = run(out, *FAST, "--temperature", "0.2", key=llama_server.api_key, base_url=server.url)
+    assert changed.returncode == 0, changed.stdout + changed.stderr
+    assert server.count == 10, "answers made with another temperature are asked again, not merely noted"
+    assert "asking 5 (5 answered with other settings)" in changed.stdout
+    after = {r["prompt"]: r["fingerprint"] for r in assert_complete(out)}  # also: the old prompt's row is gone
+    assert all(after[p] != before[p] for p in PROMPTS)
+
+    other_server = proxy()  # the same settings at another address is another source
+    assert run(out, *FAST, "--temperature", "0.2", key=llama_server.api_key, base_url=other_server.url).returncode == 0
+    assert other_server.count == 5 and server.count == 10
+
+
+# ---------------------------------------------------------------- API mode: faults become retries or failures
+@pytest.mark.parametrize("fault, words", [
+    ("empty_choices", ["no choices"]),
+    ("null_content", ["no answer", "None"]),
+    ("empty_content", ["no answer", "''"]),
+    ("truncated", ["not JSON"]),
+    ("html", ["not JSON", "Sign in to Hotel-WiFi"]),
+])
+def test_200_reply_without_an_answer_is_a_failure_and_asked_again(out, llama_server, proxy, fault, words):
+    server = proxy(plan=[fault])
+    first = run(out, *FAST, key=llama_server.api_key, base_url=server.url)
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "Traceback" not in first.stderr and "4/5 prompts answered" in first.stdout
+    rows = answers(out)
+    assert_failed(rows[0], *words)
+    assert [r["status"] for r in rows[1:]] == ["ok"] * 4, "the other prompts are still asked"
+
+    rerun = run(out, *FAST, key=llama_server.api_key, base_url=server.url)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert server.count == 6, "the re-run asks only the prompt without an answer"
+    assert_complete(out)
+    assert_no_key(out, llama_server.api_key, first.stdout, first.stderr, rerun.stdout, rerun.stderr)
+
+
+def test_trickling_reply_is_cut_at_the_deadline(out, llama_server, proxy):
+    """One byte every 0.5 s resets a per-read timeout forever (a reply of a few hundred bytes takes minutes); each
+    attempt must end at --timeout-s of wall time, as a timeout the client retries."""
+    server = proxy(plan=["trickle", "trickle"], trickle_s=0.5)
+    start = time.time()
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *FAST, "--timeout-s", "3", "--max-retries", "1",
+                             "--manual-csv", str(out.parent / "none.csv")],
+                            env=env_for(out, llama_server.api_key, server.url), cwd=out.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    failed_after = None
+    for line in proc.stdout:
+        if "FAILED" in line and failed_after is None:
+            failed_after = time.time() - start
+    proc.wait(timeout=120)
+    assert proc.returncode == 1
+    # two attempts of 3 s and one backoff (at most 0.5 s), plus the interpreter's start
+    assert failed_after is not None and 6 <= failed_after <= 6.5 + 5, failed_after
+    rows = answers(out)
+    assert_failed(rows[0], "APITimeoutError", "within 3 s")
+    assert [r["status"] for r in rows[1:]] == ["ok"] * 4
+
+    rerun = run(out, *FAST, "--timeout-s", "3", key=llama_server.api_key, base_url=server.url)  # now healthy
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert server.count == 2 + 4 + 1, "the re-run asks the prompt that timed out, and only it"
+    assert_complete(out)
+
+
 def test_server_stops_mid_run_then_rerun_asks_only_missing(out, llama_server, proxy):
     dying = proxy(plan=["ok", "ok", "down"])
-    first = run(out, *FAST, key=llama_server.api_key, base_url=dying.url)
+    first = run(out, *FAST, "--max-retries", "1", key=llama_server.api_key, base_url=dying.url)
     assert first.returncode == 1, first.stdout + first.stderr
     rows = answers(out)
     ok = [r for r in rows if r["status"] == "ok"]
     assert [r["prompt"] for r in ok] == PROMPTS[:2]
     failed = [r for r in rows if r["status"] == "failed"]
-    assert failed and all(r["error"] and "Connection" in r["error"] for r in failed)
+    assert [r["prompt"] for r in failed] == PROMPTS[2:], "every prompt asked gets a row"
+    assert all("Connection" in r["error"] for r in failed)
     assert "run again" in first.stderr
 
-    server = proxy()
+    server = proxy(port=dying.port)  # the server is back at the same address
     second = run(out, *FAST, key=llama_server.api_key, base_url=server.url)
     assert second.returncode == 0, second.stdout + second.stderr
     assert server.count == 3, "only the three missing prompts are asked"
@@ -251,27 +391,41 @@ def test_server_stops_mid_run_then_rerun_asks_only_missing(out, llama_server, pr
     assert_no_key(out, llama_server.api_key, first.stdout, first.stderr, second.stdout, second.stderr)
 
 
-def test_rate_limit_is_retried_with_backoff(out, llama_server, proxy):
+def test_all_requests_fail_exit_nonzero_and_every_row_failed(out, llama_server, proxy):
+    server = proxy(plan=["500"] * 10)
+    result = run(out, *FAST, "--max-retries", "1", key=llama_server.api_key, base_url=server.url)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert server.count == 10, "each prompt: one try and one retry"
+    assert "0/5 prompts answered" in result.stdout and "5 prompt(s) without an answer" in result.stderr
+    rows = answers(out)
+    assert [r["prompt"] for r in rows] == PROMPTS
+    for row in rows:
+        assert_failed(row, "InternalServerError 500")
+    text = section_of(out)
+    assert "failed (5 of 5)" in text and "not run" not in text, "the report says the requests failed"
+    assert_no_key(out, llama_server.api_key, result.stdout, result.stderr, text)
+
+
+def test_rate_limit_is_retried_after_the_servers_delay(out, llama_server, proxy):
     server = proxy(plan=["429", "429"])
     result = run(out, *FAST, key=llama_server.api_key, base_url=server.url)
     assert result.returncode == 0, result.stdout + result.stderr
     assert server.count == 7
-    assert result.stdout.count("RateLimitError 429") == 2
-    assert "retry 1/4" in result.stdout and "retry 2/4" in result.stdout
+    assert "Retrying request in 1.000000 seconds (retry 1 of 4)" in result.stdout, "Retry-After: 1 is honoured"
+    assert "(retry 2 of 4)" in result.stdout
     assert_complete(out)
 
 
 def test_server_errors_exhaust_retries_record_failure_and_move_on(out, llama_server, proxy):
     server = proxy(plan=["500"] * 3)
-    result = run(out, *FAST, "--max-retries", "2", "--backoff-s", "0.2", key=llama_server.api_key,
-                 base_url=server.url)
+    result = run(out, *FAST, "--max-retries", "2", key=llama_server.api_key, base_url=server.url)
     assert result.returncode == 1, "a failed prompt makes the exit code non-zero"
     assert server.count == 3 + 4, "three tries for the first prompt, one for each of the others"
-    delays = [float(line.rsplit(" in ", 1)[1].rstrip("s")) for line in result.stdout.splitlines() if "retry " in line]
-    assert len(delays) == 2
-    assert 0.1 <= delays[0] <= 0.3 and 0.2 <= delays[1] <= 0.6, f"exponential backoff with jitter: {delays}"
+    delays = [float(line.split(" in ")[1].split()[0]) for line in result.stdout.splitlines() if "Retrying" in line]
+    assert len(delays) == 2 and delays[1] > delays[0], f"exponential backoff: {delays}"
     rows = answers(out)
-    assert rows[0]["prompt"] == PROMPTS[0] and rows[0]["status"] == "failed" and "500" in rows[0]["error"]
+    assert rows[0]["prompt"] == PROMPTS[0]
+    assert_failed(rows[0], "500")
     assert [r["status"] for r in rows[1:]] == ["ok"] * 4
 
     rerun = run(out, *FAST, key=llama_server.api_key, base_url=server.url)
@@ -286,7 +440,7 @@ def test_timeout_is_retried(out, llama_server, proxy):
     # 3 s: well past a real answer of the small model (under a second), well short of the stall
     result = run(out, *FAST, "--timeout-s", "3", key=llama_server.api_key, base_url=server.url)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "APITimeoutError" in result.stdout and "retry 1/4" in result.stdout
+    assert "(retry 1 of 4)" in result.stdout
     assert server.count == 6
     assert_complete(out)
 
@@ -299,18 +453,47 @@ def test_bad_key_one_clear_line_no_retries(out, llama_server, proxy):
     assert server.count == 1, "a rejected key is not retried"
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "401" in lines[0] and "OPENAI_API_KEY" in lines[0], result.stderr
-    assert "Traceback" not in result.stderr
     assert answers(out) == []
     assert_no_key(out, wrong, result.stdout, result.stderr)
 
 
+def test_no_quota_one_clear_line(out, llama_server, proxy):
+    server = proxy(plan=["quota"] * 2)
+    result = run(out, *FAST, "--max-retries", "1", key=llama_server.api_key, base_url=server.url)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "insufficient_quota" in lines[0], result.stderr
+    assert answers(out) == []
+
+
+def test_key_quoted_by_the_server_is_never_stored_or_printed(out, llama_server, proxy):
+    server = proxy(plan=["echo_key"])
+    result = run(out, *FAST, key=llama_server.api_key, base_url=server.url)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert_failed(answers(out)[0], "BadRequestError 400", "injected echo_key for Bearer ***")
+    assert_no_key(out, llama_server.api_key, result.stdout, result.stderr)
+
+
+@pytest.mark.parametrize("flag, value", [("--max-retries", "-1"), ("--timeout-s", "0"), ("--mode", "web")])
+def test_bad_setting_is_one_line_exit_2(out, flag, value):
+    result = run(out, flag, value, key="sk-unused-123456", base_url="http://127.0.0.1:9/v1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and flag in result.stderr
+    assert answers(out) == []
+
+
+@pytest.mark.parametrize("base_url", ["http://127.0.0.1:99999/v1", "127.0.0.1:8080", "http://[::1/v1"])
+def test_bad_base_url_is_one_line_exit_2(out, base_url):
+    result = run(out, key="sk-unused-123456", base_url=base_url)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "OPENAI_BASE_URL" in result.stderr
+    assert answers(out) == []
+
+
 def test_ctrl_c_keeps_received_answers(out, llama_server, proxy):
     server = proxy(plan=["ok", "sleep"], sleep_s=30)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    env.update(EMOJI_OUT=str(out), OPENAI_API_KEY=llama_server.api_key, OPENAI_BASE_URL=server.url,
-               PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), *FAST], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *FAST], env=env_for(out, llama_server.api_key, server.url),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while server.count < 2 and time.time() < deadline:  # the first answer is in, the second request hangs
         time.sleep(0.1)
@@ -318,7 +501,7 @@ def test_ctrl_c_keeps_received_answers(out, llama_server, proxy):
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stdout + stderr
-    assert "interrupted: 1 answer(s) kept" in stderr
+    assert stderr.strip() == INTERRUPTED
     kept = answers(out)
     assert [(r["prompt"], r["status"]) for r in kept] == [(PROMPTS[0], "ok")]
 
@@ -360,6 +543,7 @@ def test_manual_csv_is_imported_once_and_updates_replace(out):
     assert [r["prompt"] for r in rows] == PROMPTS[:2]
     assert all(r["source"] == "manual" and r["status"] == "ok" and r["base_url_host"] is None for r in rows)
     assert rows[0]["model"] == "GPT-4o" and rows[1]["model"] == "ChatGPT (web)"
+    assert [r["label"] for r in rows] == ["GPT-4o", "ChatGPT (web)"]
     assert rows[0]["emojis"] == "🐶🥰🏡" and rows[0]["has_words"] is False and rows[0]["emoji_only"] is True
     assert rows[1]["answer"] == "Sure! 🌋🧺😱" and rows[1]["emojis"] == "🌋🧺😱" and rows[1]["has_words"] is True
     assert rows[1]["words"] == ["Sure"]
@@ -373,6 +557,16 @@ def test_manual_csv_is_imported_once_and_updates_replace(out):
     final = {r["prompt"]: r for r in answers(out)}
     assert len(answers(out)) == 3
     assert final[PROMPTS[0]]["answer"] == "🐕🎉" and final[PROMPTS[2]]["emojis"] == "💻🔋❌"
+
+
+def test_relative_manual_csv_is_read_from_the_current_directory(out, tmp_path):
+    here = tmp_path / "somewhere" / "else"
+    here.mkdir(parents=True)
+    (here / "mine.csv").write_text(f"prompt,answer\n{PROMPTS[3]},⛈️🔦\n", encoding="utf-8")
+    result = run(out, "--manual-csv", "mine.csv", cwd=here)
+    assert result.returncode == 0, result.stderr
+    assert [(r["prompt"], r["answer"]) for r in answers(out)] == [(PROMPTS[3], "⛈️🔦")]
+    assert answers(out)[0]["file"] == str(here / "mine.csv")
 
 
 def test_missing_generations_names_step_3(tmp_path):
@@ -423,13 +617,14 @@ def test_report_section_with_api_answers(out, llama_server):
         assert cells[:3] == [prompt, ft1, ft5]
         assert cells[3].startswith(" ".join(rows[prompt]["answer"].split())[:40])
         assert cells[3].endswith("⚠️words") == rows[prompt]["has_words"]
-    assert "5 answer(s) from the API: model `gpt-4o-mini`" in text and f"127.0.0.1:{llama_server.port}" in text
+    label = f"gpt-4o-mini at 127.0.0.1:{llama_server.port}"  # the name llama.cpp reports, and where it runs
+    assert f"**{label}**" in text and "ChatGPT gpt-4o-mini" not in text
     figures = {cells[0]: cells[1:] for cells in body[5:]}
     assert figures["1-epoch fine-tune"][:3] == ["5/5 (100%)", "2.6", "13"]
     assert figures["5-epoch fine-tune"][:4] == ["4/5 (80%)", "2.4", "12", "1"]
     chatgpt_only = sum(r["emoji_only"] for r in rows.values())
-    assert figures["ChatGPT"][0] == f"{chatgpt_only}/5 ({chatgpt_only / 5:.0%})"
-    assert figures["ChatGPT"][3] == str(sum(r["has_words"] for r in rows.values()))
+    assert figures[label][0] == f"{chatgpt_only}/5 ({chatgpt_only / 5:.0%})"
+    assert figures[label][3] == str(sum(r["has_words"] for r in rows.values()))
     assert "### Task 3 comparison (draft - edit this)" in text
     for aspect in ("Quality", "Relevance", "Creativity", "Generalisation"):
         assert f"**{aspect}**" in text

@@ -10,7 +10,7 @@ from conftest import ROOT, report_section, run_script, table_rows
 
 NO_API = {"OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}
 DATA = ["--min-test", "10", "--test-fraction", "0.001", "--validation-fraction", "0.01"]  # small splits: CPU time
-TRAIN = ["--max-steps", "3", "--batch-size", "4"]
+TRAIN = ["--max-steps", "3", "--batch-size", "4", "--export", "none"]
 GENERATE = ["--num-samples", "2", "--general-max-new-tokens", "16", "--answer-margin", "2"]
 
 
