@@ -5,6 +5,7 @@ With CUDA the default model is Llama-2-7B-chat in 4-bit through Unsloth's fused 
 embedded SmolLM2-135M-Instruct through transformers + PEFT. Each run saves its adapter, tokenizer, losses and run
 metadata under outputs/adapters/epochsN/."""
 import gc
+import math
 import shutil
 import sys
 import time
@@ -31,8 +32,9 @@ LORA_DROPOUT = 0.05
 LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"  # every linear layer of the blocks
 MAX_SEQ_LENGTH = 128
 OPTIM = "adamw_torch_fused"  # stated: Unsloth otherwise swaps in 8-bit AdamW without saying so
-CUDA_GRAPHS = True  # Unsloth path only: replay each transformer block as a CUDA graph (a step is launch-bound)
-PAD_MULTIPLE = 64  # with CUDA_GRAPHS: pad batches to a multiple of this, so a run has one or two shapes to record
+COMPILE = "auto"  # Unsloth path: torch.compile each transformer block; auto: only when it pays (compile_pays below)
+CUDA_GRAPHS = "auto"  # with COMPILE: replay each compiled block as a recorded CUDA graph (a step is launch-bound)
+COMPILE_MIN_STEPS = 400  # auto: the planned optimizer steps from which compiling pays for itself (BENCHMARKS.md)
 SEED = 42
 MAX_STEPS = -1  # > 0 caps each run (smoke tests); -1 trains the full epochs
 EARLY_STOPPING = False  # stop a run when validation loss stops improving (a remedy for overfitting)
@@ -47,7 +49,8 @@ args = common.configure(globals(), __doc__, checks=dict(
     LEARNING_RATE=common.either("auto", common.positive), WEIGHT_DECAY=common.non_negative,
     WARMUP=common.either(common.between(0, 1, include_low=True), common.non_negative_int),  # a fraction or steps
     LORA_R=common.positive_int, LORA_ALPHA=common.positive, LORA_DROPOUT=common.between(0, 1, include_low=True),
-    LORA_TARGETS=common.not_empty, MAX_SEQ_LENGTH=common.positive_int, PAD_MULTIPLE=common.positive_int,
+    LORA_TARGETS=common.not_empty, MAX_SEQ_LENGTH=common.positive_int, COMPILE_MIN_STEPS=common.positive_int,
+    COMPILE=common.one_of("auto", "true", "false"), CUDA_GRAPHS=common.one_of("auto", "true", "false"),
     MAX_STEPS=common.either(-1, common.positive_int), EARLY_STOPPING_PATIENCE=common.positive_int,
     EXPORT=common.one_of("auto", "none", "merged", "gguf")))
 common.require(common.DATASET_DIR / "dataset_dict.json", "01_make_dataset.py")
@@ -55,12 +58,8 @@ dataset_fp = common.dataset_fingerprint()
 if dataset_fp is None:
     sys.exit(f"error: {common.display(common.DATASET_DIR)} has no readable stamp - run `python 01_make_dataset.py` first.")
 
-# Before transformers/TRL/PEFT, so that Unsloth's patches apply.
-common.import_unsloth_if_used(MODEL, cuda_graphs=CUDA_GRAPHS)
-import torch  # noqa: E402  (heavy imports after --help and the input check)
-from datasets import concatenate_datasets, load_from_disk  # noqa: E402
-from transformers import EarlyStoppingCallback, set_seed  # noqa: E402
-from trl import SFTConfig, SFTTrainer  # noqa: E402
+import torch  # noqa: E402  (heavy imports after --help and the input check; Unsloth's waits for the decision below)
+from datasets import load_from_disk  # noqa: E402
 
 model_name = common.resolve_model(MODEL)
 epoch_runs = common.parse_epochs(EPOCHS)
@@ -74,11 +73,12 @@ train_pairs = (None if TRAIN_PAIRS == "all" or (TRAIN_PAIRS == "auto" and torch.
 
 
 def stamp(epochs):
-    """What makes run epochsN: every constant here (EPOCHS and EXPORT only pick which runs and files to make), the
-    resolved model and learning rate, this run's epochs, and the dataset's fingerprint."""
-    settings = common.settings_of(globals(), exclude=("EPOCHS", "EXPORT"), model=model_name,
-                                  learning_rate=learning_rate, batch_size=batch_size, train_pairs=train_pairs,
-                                  epochs=epochs)
+    """What makes run epochsN: every constant here except those that only pick which runs and files to make (EPOCHS,
+    EXPORT) or how fast they run (COMPILE, CUDA_GRAPHS, COMPILE_MIN_STEPS: padding is masked out of the loss), the
+    resolved model and settings, this run's epochs, and the dataset's fingerprint."""
+    settings = common.settings_of(globals(), exclude=("EPOCHS", "EXPORT", "COMPILE", "CUDA_GRAPHS", "COMPILE_MIN_STEPS"),
+                                  model=model_name, learning_rate=learning_rate, batch_size=batch_size,
+                                  train_pairs=train_pairs, epochs=epochs)
     return common.make_stamp(settings, {"dataset": dataset_fp})
 
 
@@ -97,12 +97,40 @@ if not todo:
 raw = load_from_disk(str(common.DATASET_DIR))
 all_train = len(raw["train"])
 if train_pairs is not None and train_pairs < all_train:  # the KNOWN prompts stay: Task 2.1 asks about trained pairs
+    from datasets import concatenate_datasets
+
     known = raw["train"].filter(lambda ex: ex["sentence"] in common.KNOWN)
     others = raw["train"].filter(lambda ex: ex["sentence"] not in common.KNOWN).shuffle(seed=SEED)
     raw["train"] = concatenate_datasets([known, others.select(range(max(0, train_pairs - len(known))))])
 n_augmented = sum(raw["train"]["augmented"])
 print(f"dataset: train {len(raw['train'])} of {all_train} pairs ({n_augmented} augmented), validation "
       f"{len(raw['validation'])}; the test split is not read here")
+
+per_epoch = math.ceil(len(raw["train"]) / (batch_size * GRAD_ACCUM))
+planned_steps = sum(MAX_STEPS if MAX_STEPS > 0 else per_epoch * e for e in todo)
+
+
+def compile_pays():
+    """Unsloth's per-block compile with CUDA graphs cost ~50 s more than not compiling on a cold H100 (first step and
+    graph recording; ~13 s with a warm cache) plus ~30 s of re-recording per further run, and saved 0.21 s on every
+    later step (0.099 vs 0.311 s): worth it from ~400 steps of 1 + 5-epoch runs (BENCHMARKS.md). Unsloth 2026.10.9
+    compiles Llama blocks only on torch >= 2.11 (below, graphs have nothing to replay and would only pad). Off on GPUs
+    older than sm_80 (the T4): there a 7B step is bound by arithmetic, not by kernel launches, and it is unmeasured."""
+    from packaging.version import Version
+
+    return (common.uses_unsloth(model_name) and Version(torch.__version__.split("+")[0]) >= Version("2.11")
+            and torch.cuda.get_device_capability()[0] >= 8 and planned_steps >= COMPILE_MIN_STEPS)
+
+
+compile_on = compile_pays() if COMPILE == "auto" else COMPILE == "true"
+graphs = compile_on and CUDA_GRAPHS != "false" and common.uses_unsloth(model_name)
+if common.uses_unsloth(model_name):
+    print(f"compile: {'on' if compile_on else 'off'}, CUDA graphs: {'on' if graphs else 'off'} ({planned_steps} "
+          f"steps planned; auto compiles from {COMPILE_MIN_STEPS} on torch >= 2.11 and sm_80+)", flush=True)
+# Before transformers/TRL/PEFT, so that Unsloth's patches apply.
+common.import_unsloth_if_used(MODEL, cuda_graphs=graphs, compile=compile_on)
+from transformers import set_seed  # noqa: E402
+from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 
 def add_lora(model):
@@ -112,7 +140,7 @@ def add_lora(model):
         from unsloth import FastLanguageModel
 
         # No activation checkpointing here either: on the H100 it made a batch-8 step 27% slower (0.324 s vs 0.256 s)
-        # for memory these short sequences don't need (peak 4.6 vs 7.5 GiB, within a T4's 15 GB); bench/NOTES.md.
+        # for memory these short sequences don't need (peak 4.6 vs 7.5 GiB, within a T4's 15 GB); BENCHMARKS.md.
         return FastLanguageModel.get_peft_model(model, r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT,
                                                 target_modules=targets, use_gradient_checkpointing=False,
                                                 random_state=SEED)
@@ -137,9 +165,18 @@ data = {split: raw[split].map(lambda ex: {"prompt": ex["messages"][:-1], "comple
         for split in ("train", "validation")}
 model = add_lora(model)
 initial_adapter = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-# Padding costs the CPU real compute; on the GPU a step is bound by kernel launches, and fixed shapes let the recorded
-# graphs be replayed instead of re-launching thousands of kernels per step (BENCHMARKS.md).
-graphs = CUDA_GRAPHS and common.uses_unsloth(model_name)
+
+
+def pad_width():
+    """With CUDA graphs every batch is padded to one width, so the recorded graphs have one shape per batch size: the
+    longest training example in the model's chat format, rounded up to a multiple of 8. Without graphs batches are
+    padded to their own longest (padding costs real compute on a CPU)."""
+    texts = [tokenizer.apply_chat_template(ex["prompt"] + ex["completion"], tokenize=False) for ex in data["train"]]
+    longest = max(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    return min(MAX_SEQ_LENGTH, -(-longest // 8) * 8)
+
+
+pad_to = pad_width() if graphs else None
 
 
 def train(epochs):
@@ -157,7 +194,7 @@ def train(epochs):
         output_dir=str(work_dir / "checkpoints"), num_train_epochs=epochs, max_steps=MAX_STEPS,
         per_device_train_batch_size=batch_size, per_device_eval_batch_size=batch_size * 2,
         gradient_accumulation_steps=GRAD_ACCUM, learning_rate=learning_rate, lr_scheduler_type=LR_SCHEDULER,
-        optim=OPTIM, pad_to_multiple_of=PAD_MULTIPLE if graphs else None,
+        optim=OPTIM, pad_to_multiple_of=pad_to,
         warmup_steps=WARMUP, weight_decay=WEIGHT_DECAY, max_length=MAX_SEQ_LENGTH,
         completion_only_loss=True, logging_steps=1, eval_strategy="epoch", seed=SEED, report_to=[],
         save_strategy="epoch" if EARLY_STOPPING else "no", load_best_model_at_end=EARLY_STOPPING,
@@ -168,9 +205,11 @@ def train(epochs):
         # recomputing every forward costs a third more time (Unsloth's own checkpointing is set in add_lora).
         gradient_checkpointing=False,
         # TRL's default, stated because Unsloth otherwise switches padding-free batches on by itself; without
-        # flash-attention its packed attention made a batch-8 step 2.7x slower on the H100 (bench/NOTES.md).
+        # flash-attention its packed attention made a batch-8 step 2.7x slower on the H100 (BENCHMARKS.md).
         padding_free=False,
     )
+    if EARLY_STOPPING:
+        from transformers import EarlyStoppingCallback
     callbacks = [EarlyStoppingCallback(EARLY_STOPPING_PATIENCE)] if EARLY_STOPPING else []
     trainer = SFTTrainer(model=model, args=config, train_dataset=data["train"], eval_dataset=data["validation"],
                          processing_class=tokenizer, callbacks=callbacks)
@@ -200,7 +239,9 @@ def train(epochs):
         "peak_memory_gib": round(common.peak_memory_gib(), 2), "train_size": len(data["train"]),
         "train_available": all_train, "augmented_size": n_augmented, "validation_size": len(data["validation"]),
         "test_size": len(raw["test"]),
-        "prompt_format": prompt_format, "final_train_loss": losses["train"][-1]["loss"],
+        "prompt_format": prompt_format,
+        "speed": {"compile": compile_on, "cuda_graphs": graphs, "planned_steps": planned_steps, "pad_to": pad_to},
+        "final_train_loss": losses["train"][-1]["loss"],
         "validation_losses": [v["loss"] for v in losses["validation"]], "settings": run_stamp["settings"],
         "stamp": run_stamp, "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })

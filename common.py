@@ -478,15 +478,20 @@ def uses_unsloth(name):
     return cuda_available() and name != EMBEDDED and os.environ.get("EMOJI_NO_UNSLOTH") != "1"
 
 
-def import_unsloth_if_used(name, cuda_graphs=False):
+def import_unsloth_if_used(name, cuda_graphs=False, compile=True):
     """Unsloth patches transformers, PEFT and TRL as it is imported, so a script that will use it imports it before
     those (Unsloth warns otherwise and some of its trainer patches are then missing). No-op on a CPU machine.
-    cuda_graphs: replay each compiled transformer block as a CUDA graph in training (Unsloth reads the switch once, on
-    import). Graphs are recorded per input shape, so the batches must have few shapes (02 pads them to fixed
-    lengths)."""
+    compile: torch.compile each transformer block (Unsloth's default; off = UNSLOTH_COMPILE_DISABLE). cuda_graphs:
+    replay each compiled block as a CUDA graph in training. Unsloth reads both switches once, on import. The compiled
+    kernels are cached under outputs/cache, so 03 and later runs of 02 reuse them."""
     if uses_unsloth(resolve_model(name)):
         if cuda_graphs:
             os.environ.setdefault("UNSLOTH_BLOCK_CUDAGRAPHS", "1")
+        if not compile:
+            os.environ.setdefault("UNSLOTH_COMPILE_DISABLE", "1")
+        for var, sub in (("TORCHINDUCTOR_CACHE_DIR", "torchinductor"), ("TRITON_CACHE_DIR", "triton"),
+                         ("UNSLOTH_MEGA_CACHE_DIR", "unsloth-mega")):
+            os.environ.setdefault(var, str(CACHE_DIR / sub))
         import unsloth  # noqa: F401
 
 

@@ -2,17 +2,20 @@
 
     BENCH_EVENTS=events.json python bench/instrument.py 02_train.py --model /tmp/llama2-7b-shaped [...]
 
-Records (seconds since this process started): each common.load_model call, every trainer step (with CUDA synchronised
-at its start and end, so a step's time is its GPU work), train begin/end, each common.generate call. Optional, for
-03_generate.py, after the script has finished with its model still in memory:
-  BENCH_GEN_COMPARE=N   generate the fine-tuned prompt of every report prompt with adapter ft1: all at once in
-                        batches, then the first N one at a time (greedy, MAX_NEW_TOKENS each), timing both;
-  BENCH_REF_ADAPTER=dir before the model switches to inference mode, the loss of a fixed batch (the first 16
-                        validation pairs, answer tokens only) with that adapter loaded as "ref": the same adapter
-                        file in both paths gives the loss-equivalence check.
+Records (seconds since this process started): each common.load_model call, every training step (with CUDA
+synchronised at its start and end, so a step's time is its GPU work) with its batch shape and real (unpadded) tokens,
+train begin/end, each common.generate call. Switches:
+  BENCH_FP16=1          torch reports bf16 as unsupported, so the scripts take their fp16 path, as on a T4
+                        (Unsloth's own kernels still see an H100: this is the project's fp16 path, not a T4);
 For 02_train.py:
   BENCH_PROFILE=A:B     torch.profiler over training steps A..B-1 of the first run (0-based): wall time, GPU kernel
                         time and count, and the top operations by GPU and by host time, into the events file.
+For 03_generate.py, after the script has finished with its model still in memory:
+  BENCH_GEN_COMPARE=N   answer every greedy emoji prompt with adapter ft1 all at once in batches, then the first N
+                        one at a time (same token budget), timing both;
+  BENCH_REF_ADAPTER=dir before the model switches to inference mode, the loss of a fixed batch (the first 16
+                        validation pairs, answer tokens only) with that adapter loaded as "ref": the same adapter
+                        file in every path gives the loss-equivalence check.
 """
 import json
 import os
@@ -27,6 +30,12 @@ sys.path.insert(0, str(ROOT))
 EVENTS = Path(os.environ["BENCH_EVENTS"])
 SCRIPT = sys.argv[1]
 ev = {"argv": sys.argv[1:], "loads": [], "runs": [], "generate": [], "notes": []}
+
+if os.environ.get("BENCH_FP16") == "1":
+    import torch
+
+    torch.cuda.is_bf16_supported = lambda *args, **kwargs: False  # what common.train_dtype asks
+    ev["notes"].append("BENCH_FP16: torch.cuda.is_bf16_supported() answers False")
 
 
 def now():
@@ -45,20 +54,18 @@ def sync():
 
 
 import common  # noqa: E402  (the scripts' own module object: the wrappers below are what they call)
-from benchmark import padded_batch  # noqa: E402  (bench/ is this script's own directory)
 
 _import_unsloth = common.import_unsloth_if_used
 
 
 def import_unsloth_if_used(*args, **kwargs):
-    """The script's own Unsloth import (with its own switches, e.g. CUDA graphs), timed; the trainer hooks below
-    import transformers, so they are installed only after it."""
+    """The script's own Unsloth import (with its own switches), timed; the trainer hooks below import transformers,
+    so they are installed only after it."""
     t = now()
     _import_unsloth(*args, **kwargs)
     ev["unsloth_import_s"] = round(now() - t, 1)
-    ev["unsloth_env"] = {k: v for k, v in os.environ.items() if k.startswith("UNSLOTH_")}
-    if SCRIPT.startswith("02"):
-        install_recorder()
+    ev["unsloth_env"] = {k: v for k, v in os.environ.items() if k.startswith(("UNSLOTH_", "TORCHINDUCTOR_", "TRITON_"))}
+    install_recorder()
 
 
 common.import_unsloth_if_used = import_unsloth_if_used
@@ -68,10 +75,11 @@ _tokenizer_holder = [None]  # 03 keeps its tokenizer to itself; the loss check n
 
 
 def load_model(*args, **kwargs):
+    install_recorder()  # in case the script imported its trainer without import_unsloth_if_used
     start = now()
     model, tokenizer = _load(*args, **kwargs)
     _tokenizer_holder[0] = tokenizer
-    ev["loads"].append({"start": start, "end": now()})
+    ev["loads"].append({"start": start, "end": now(), "dtype": str(model.dtype)})
     dump()
     return model, tokenizer
 
@@ -112,22 +120,37 @@ def prepare_for_inference(model):
 common.prepare_for_inference = prepare_for_inference
 
 
+def chat_tokens(tokenizer, messages):
+    """(input_ids, labels) of one chat example: the whole conversation in the model's chat template, the loss on
+    what follows the prompt (the answer and the template's end of turn), as in training."""
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    prompt = common.render_prompt(tokenizer, messages[:-1])
+    ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+    n = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    return ids, [-100] * n + ids[n:]
+
+
 def fixed_batch_loss(model, ref):
     import torch
     from datasets import load_from_disk
 
     tokenizer = _tokenizer_holder[0]
-    data = load_from_disk(str(common.DATASET_DIR))["validation"]
-    rows = [common.tokenize_example(tokenizer, s, e) for s, e in zip(data["sentence"][:16], data["emojis"][:16])]
-    ids, mask, labels = padded_batch(rows, tokenizer.pad_token_id)
+    messages = load_from_disk(str(common.DATASET_DIR))["validation"]["messages"][:16]
+    rows = [chat_tokens(tokenizer, m) for m in messages]
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100)
+    for i, (row_ids, row_labels) in enumerate(rows):  # right-padded, as in training
+        ids[i, :len(row_ids)], mask[i, :len(row_ids)] = torch.tensor(row_ids), 1
+        labels[i, :len(row_ids)] = torch.tensor(row_labels)
     device = next(model.parameters()).device
     model.load_adapter(ref, adapter_name="ref")
     model.set_adapter("ref")
-    dtype = common.train_dtype()
-    with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
+    with torch.no_grad(), torch.autocast(device.type, dtype=common.train_dtype(), enabled=device.type == "cuda"):
         loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
-    return {"adapter": str(ref), "loss": float(loss), "examples": len(rows), "answer_tokens": int((labels != -100).sum())}
-
+    return {"adapter": str(ref), "loss": float(loss), "examples": len(rows),
+            "answer_tokens": int((labels != -100).sum())}
 
 
 PROFILE = [int(x) for x in os.environ["BENCH_PROFILE"].split(":")] if os.environ.get("BENCH_PROFILE") else None
@@ -159,27 +182,37 @@ def profile_stop(prof, steps):
 
 
 def install_recorder():
+    if not SCRIPT.startswith("02") or ev.get("recorder"):
+        return
+    ev["recorder"] = True
+    import trl
     from transformers import trainer_callback
+
+    batch = {}  # the shape and real tokens of the step's batch, read by the trainer's training_step below
 
     class Recorder(trainer_callback.TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
-            ev["runs"].append({"begin": now(), "steps": [], "evaluations": [],
+            ev["runs"].append({"begin": now(), "steps": [], "batches": [], "evaluations": [],
                                "batch_size": args.per_device_train_batch_size,
-                               "grad_accum": args.gradient_accumulation_steps,
-                               "epochs": args.num_train_epochs, "padding_free": getattr(args, "padding_free", None),
+                               "grad_accum": args.gradient_accumulation_steps, "epochs": args.num_train_epochs,
+                               "padding_free": getattr(args, "padding_free", None),
+                               "pad_to_multiple_of": getattr(args, "pad_to_multiple_of", None),
                                "gradient_checkpointing": args.gradient_checkpointing, "optim": str(args.optim),
-                               "bf16": args.bf16, "fp16": args.fp16})
+                               "learning_rate": args.learning_rate, "bf16": args.bf16, "fp16": args.fp16})
             dump()
 
         def on_step_begin(self, args, state, control, **kwargs):
             sync()
             if PROFILE and len(ev["runs"]) == 1 and state.global_step == PROFILE[0]:
                 self.profiler = profile_start()
+            batch.clear()
             self.t = now()
 
         def on_step_end(self, args, state, control, **kwargs):
             sync()
-            ev["runs"][-1]["steps"].append([self.t, round(now() - self.t, 4)])
+            run = ev["runs"][-1]
+            run["steps"].append([self.t, round(now() - self.t, 4)])
+            run["batches"].append([batch.get("rows"), batch.get("width"), batch.get("tokens")])
             if getattr(self, "profiler", None) is not None and state.global_step == PROFILE[1]:
                 ev["profile"] = profile_stop(self.profiler, PROFILE[1] - PROFILE[0])
                 self.profiler = None
@@ -204,6 +237,20 @@ def install_recorder():
 
     trainer_callback.CallbackHandler.__init__ = handler_init
 
+    # The trainer class 02 will use (Unsloth has already swapped in its own, if it does): note each batch's shape.
+    trainer_class = trl.SFTTrainer
+    _training_step = trainer_class.training_step
+
+    def training_step(self, model, inputs, *args, **kwargs):
+        ids, mask = inputs.get("input_ids"), inputs.get("attention_mask")
+        if ids is not None and ids.dim() == 2:
+            batch["rows"], batch["width"] = map(int, ids.shape)
+            batch["tokens"] = int(mask.sum()) if mask is not None else int(ids.numel())
+        return _training_step(self, model, inputs, *args, **kwargs)
+
+    trainer_class.training_step = training_step
+
+
 script = sys.argv[1]
 sys.argv = sys.argv[1:]
 exit_code = 0
@@ -218,21 +265,21 @@ dump()
 compare = int(os.environ.get("BENCH_GEN_COMPARE", "0"))
 if g is not None and compare and "prompt_sets" in g:
     model, tokenizer = g["model"], g["tokenizer"]
-    prompts = [common.finetuned_prompt(tokenizer, p) for items in g["prompt_sets"].values() for p, _ in items]
+    prompts = [g["model_input"](name, item[0]) for name, items in g["prompt_sets"].items() if name != "general"
+               for item in items]
     if "ft1" in getattr(model, "peft_config", {}):
         model.set_adapter("ft1")
-    max_new = g["MAX_NEW_TOKENS"]
-    batch = g["BATCH_SIZE"]
-    result = {"prompts": len(prompts), "max_new_tokens": max_new}
-    for name, size, subset in (("batched", batch, prompts), ("one_at_a_time", 1, prompts[:compare])):
+    budget, batch_size = g["max_new_tokens"], g["BATCH_SIZE"]
+    result = {"prompts": len(prompts), "max_new_tokens": budget}
+    for name, size, subset in (("batched", batch_size, prompts), ("one_at_a_time", 1, prompts[:compare])):
         sync()
         start = time.time()
-        outs = common.generate(model, tokenizer, subset, max_new_tokens=max_new, batch_size=size, desc=name)
+        outs = common.generate(model, tokenizer, subset, max_new_tokens=budget, batch_size=size, desc=name)
         sync()
         seconds = time.time() - start
-        new_tokens = sum(len(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outs)
         result[name] = {"prompts": len(subset), "batch_size": size, "s": round(seconds, 2),
-                        "prompts_per_s": round(len(subset) / seconds, 2), "decoded_tokens": new_tokens}
+                        "prompts_per_s": round(len(subset) / seconds, 2),
+                        "truncated": sum(bool(cut) for _, cut in outs)}
     result["speedup"] = round(result["batched"]["prompts_per_s"] / result["one_at_a_time"]["prompts_per_s"], 2)
     ev["gen_compare"] = result
     dump()

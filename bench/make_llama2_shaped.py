@@ -1,92 +1,95 @@
-"""Build a Llama-2-7B-SHAPED model with random weights plus a small local tokenizer, with no download.
+"""Build a Llama-2-7B-SHAPED model with random weights and the real Llama-2 tokenizer, for the GPU benchmark.
 
-The lent GPU machine has no network, so the real Llama-2 weights and tokenizer can't reach it. This makes a stand-in
-with the same architecture (LlamaForCausalLM, hidden 4096, intermediate 11008, 32 layers, 32 heads, vocab 32000), so
-speed and memory match the real model, while the answers are noise. The tokenizer is a byte-level BPE trained here on
-the project's sentences and emojis plus some filler text, with Llama-2's special tokens (<unk>=0, <s>=1, </s>=2) and a
-Llama-2 style chat template; it is tuned so a training example is about as long as with the real tokenizer (≈ 46).
+The lent GPU machine reaches no model hub, so the real Llama-2 weights can't get there. This makes a stand-in with the
+same architecture (LlamaForCausalLM, hidden 4096, intermediate 11008, 32 layers, 32 heads, vocab 32000), so speed and
+memory match the real model while the answers are noise. The tokenizer is the real one: Llama-2's SentencePiece
+vocabulary as llama.cpp ships it for its tokenizer tests (models/ggml-vocab-llama-spm.gguf in the llama-cpp-python
+source package, vocabulary only, no weights), read by transformers (`gguf_file=`), with `</s>` as eos. So a training
+example has the real token count, emojis included (byte fallback: up to 4 tokens each).
 
     python bench/make_llama2_shaped.py --out /tmp/llama2-7b-shaped          # full size, bf16 (~13.5 GB), needs a GPU
     python bench/make_llama2_shaped.py --tiny --out /tmp/llama2-tiny        # 2 small layers, seconds on a CPU
+    python bench/make_llama2_shaped.py --vocab-only                         # only fetch and convert the vocabulary
+
+The vocabulary is fetched once with pip (`pip download --no-binary :all: llama-cpp-python==0.3.36`, 77 MB) into
+VOCAB_DIR and converted there (about 30 s); later builds reuse it. A machine without a package index (the lent GPU
+machine) needs VOCAB_DIR carried to it: `outputs/cache/llama2-vocab`, 4 MB.
 """
 import argparse
-import csv
+import hashlib
 import json
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CSV = ROOT / "data" / "emoji_pairs.csv"
+sys.path.insert(0, str(ROOT))
+import common  # noqa: E402
+
+VOCAB_SDIST = "llama-cpp-python==0.3.36"
+VOCAB_GGUF = "ggml-vocab-llama-spm.gguf"
+VOCAB_SHA256 = "16c3724582d59aa8bf84711894e833f916ee46a31d80e21312759c48bf8d0e69"  # of 0.3.36's copy
+VOCAB_DIR = common.CACHE_DIR / "llama2-vocab"  # the GGUF, and tokenizer/ converted from it
 
 FULL = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
             num_key_value_heads=32)
 TINY = dict(hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=4)
 
-# Llama-2-chat's prompt format as a chat template: an optional system prompt folded into the first user turn.
-CHAT_TEMPLATE = (
-    "{% if messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] %}"
-    "{% set turns = messages[1:] %}{% else %}{% set system = '' %}{% set turns = messages %}{% endif %}"
-    "{% for m in turns %}"
-    "{% if m['role'] == 'user' %}"
-    "{% if loop.first and system %}{{ bos_token + '[INST] <<SYS>>\\n' + system + '\\n<</SYS>>\\n\\n' + m['content'] + ' [/INST]' }}"
-    "{% else %}{{ bos_token + '[INST] ' + m['content'] + ' [/INST]' }}{% endif %}"
-    "{% elif m['role'] == 'assistant' %}{{ ' ' + m['content'] + ' ' + eos_token }}{% endif %}"
-    "{% endfor %}"
-)
 
-# Filler so the BPE learns ordinary English beyond the data set (written for this script).
-FILLER = """
-The weather changed quickly in the afternoon, and everyone went inside to wait for the rain to stop.
-She wrote a short letter to her grandmother and walked to the post office before it closed.
-Our team finished the project a day early, so we celebrated with pizza and a long walk in the park.
-He forgot his keys again, called his neighbour, and waited on the steps with a cup of coffee.
-The children played football until the street lights came on, then ran home for dinner.
-I am learning to cook a new recipe every week, and this week it is soup with fresh bread.
-They took the early train to the coast, watched the waves, and bought ice cream on the pier.
-My phone battery died in the middle of the meeting, which was not the best timing.
-We planted tomatoes, beans and sunflowers in the garden, and the cat slept in the warm soil.
-The library was quiet except for the sound of pages turning and a printer humming in the corner.
-After the concert the crowd sang all the way to the station, happy and tired and a little hoarse.
-Please remember to bring your passport, a charger, and something warm for the evening.
-""".strip().splitlines()
+def sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def read_pairs():
-    with CSV.open(encoding="utf-8") as f:
-        return [(row["text"], row["emoji"]) for row in csv.DictReader(f)]
+def fetch_vocab(folder):
+    """The vocabulary GGUF from the llama-cpp-python source package (pip's cache makes a second fetch free)."""
+    gguf = folder / VOCAB_GGUF
+    if gguf.exists():
+        return gguf
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                        VOCAB_SDIST, "-d", tmp], check=True)
+        (sdist,) = Path(tmp).glob("*.tar.gz")
+        with tarfile.open(sdist) as tar:
+            member = next(m for m in tar.getmembers() if m.name.endswith(f"vendor/llama.cpp/models/{VOCAB_GGUF}"))
+            data = tar.extractfile(member).read()
+    if hashlib.sha256(data).hexdigest() != VOCAB_SHA256:
+        sys.exit(f"error: {VOCAB_GGUF} from {VOCAB_SDIST} is not the file this benchmark was written for")
+    gguf.write_bytes(data)
+    return gguf
 
 
-def build_tokenizer(out, vocab_size):
-    """Byte-level BPE with Llama-2's special tokens, trained on the data set's sentences and emojis plus filler."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+def llama2_tokenizer(folder):
+    """The real Llama-2 tokenizer, converted from the GGUF once (transformers rebuilds its merges, ~30 s)."""
+    from transformers import AutoTokenizer
 
-    sys.path.insert(0, str(ROOT))
-    from common import SYSTEM_PROMPT, llama2_text
+    converted = folder / "tokenizer"
+    if not (converted / "tokenizer.json").exists():
+        gguf = fetch_vocab(folder)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf.name)
+        tokenizer.eos_token = "</s>"  # the GGUF's metadata names <s>; Llama-2 ends a turn with </s> (id 2)
+        tokenizer.padding_side = "right"
+        tokenizer.save_pretrained(str(converted))
+    tokenizer = AutoTokenizer.from_pretrained(str(converted))
+    assert (tokenizer.unk_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id, len(tokenizer)) == (0, 1, 2, 32000)
+    return tokenizer
 
-    pairs = read_pairs()
-    # Sentences and prompts train the merges; emoji strings are left out on purpose, so, as with Llama-2's
-    # SentencePiece byte fallback, most emojis stay several tokens long.
-    corpus = [s for s, _ in pairs] + FILLER + [llama2_text(s, "", bos="", eos="") for s, _ in pairs[:50]]
-    corpus += [SYSTEM_PROMPT] * 20
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(corpus, trainer)
-    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
-    assert (tok.token_to_id("<unk>"), bos, eos) == (0, 1, 2), "special tokens must take ids 0, 1, 2 as in Llama-2"
-    # Like Llama-2's tokenizer: prepend <s> when special tokens are asked for.
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   model_max_length=4096, padding_side="right", clean_up_tokenization_spaces=False)
-    fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(out)
-    lengths = [len(fast(llama2_text(s, e), add_special_tokens=False)["input_ids"]) for s, e in pairs]
-    return fast, sum(lengths) / len(lengths)
+
+def example_lengths(tokenizer):
+    """Tokens of each training example (system + sentence + emojis, Llama-2 chat format) in data/emoji_pairs.csv."""
+    import copy
+    import csv
+
+    tokenizer = copy.deepcopy(tokenizer)
+    common.ensure_chat_template(tokenizer)  # what the scripts give a tokenizer without a template of its own
+    with common.RAW_CSV.open(encoding="utf-8") as f:
+        pairs = [(row["text"], row["emoji"]) for row in csv.DictReader(f)]
+    texts = [tokenizer.apply_chat_template(common.emoji_messages(s, e), tokenize=False) for s, e in pairs]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
 def build_model(out, tiny, dtype_name, device):
@@ -118,9 +121,16 @@ def main():
     parser.add_argument("--tiny", action="store_true", help="a 2-layer, 128-wide model (vocab 32000) for CPU tests")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--device", default=None, help="where to initialise the weights (default: cuda if present)")
-    parser.add_argument("--vocab-size", type=int, default=2000, help="BPE vocabulary actually trained (< 32000)")
+    parser.add_argument("--vocab-dir", default=str(VOCAB_DIR), help="where the vocabulary is kept (fetched if absent)")
+    parser.add_argument("--vocab-only", action="store_true", help="only fetch and convert the vocabulary (to carry it)")
     parser.add_argument("--force", action="store_true", help="rebuild even if --out already holds a model")
     args = parser.parse_args()
+    if args.vocab_only:
+        tokenizer = llama2_tokenizer(Path(args.vocab_dir))
+        lengths = example_lengths(tokenizer)
+        print(f"{common.display(Path(args.vocab_dir))}: {len(tokenizer)} tokens; data/emoji_pairs.csv examples "
+              f"{sum(lengths) / len(lengths):.1f} tokens on average, {max(lengths)} at most")
+        return
 
     out = Path(args.out)
     if (out / "config.json").exists() and not args.force:
@@ -131,14 +141,17 @@ def main():
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     start = time.time()
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer, mean_len = build_tokenizer(out, args.vocab_size)
+    tokenizer = llama2_tokenizer(Path(args.vocab_dir))
+    tokenizer.save_pretrained(out)
+    lengths = example_lengths(tokenizer)
     t_tok = time.time() - start
     n_params = build_model(out, args.tiny, args.dtype, device)
     if device == "cuda":
         torch.cuda.empty_cache()
     summary = dict(out=str(out), tiny=args.tiny, dtype=args.dtype, params=n_params, tokenizer_vocab=len(tokenizer),
-                   mean_example_tokens=round(mean_len, 1), tokenizer_s=round(t_tok, 1),
-                   total_s=round(time.time() - start, 1))
+                   vocabulary=f"{VOCAB_GGUF} from {VOCAB_SDIST} (sha256 {VOCAB_SHA256[:16]}...)",
+                   mean_example_tokens=round(sum(lengths) / len(lengths), 1), max_example_tokens=max(lengths),
+                   tokenizer_s=round(t_tok, 1), total_s=round(time.time() - start, 1))
     (out / "shaped_model.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(summary))
 
