@@ -72,9 +72,9 @@ def test_a_bad_setting_is_one_line_naming_it_with_exit_2_before_any_heavy_import
 
 
 def test_a_value_of_the_wrong_type_is_one_line_too(dataset_out):
-    result, lines, heavy, _ = probe("02_train.py", "--batch-size", "1.5", out=dataset_out)
+    result, lines, heavy, _ = probe("02_train.py", "--grad-accum", "1.5", out=dataset_out)
     assert result.returncode == 2 and heavy == []
-    assert lines == ["error: argument --batch-size: expected a whole number, got '1.5' (see --help)"]
+    assert lines == ["error: argument --grad-accum: expected a whole number, got '1.5' (see --help)"]
 
 
 def test_good_values_pass_the_checks(tmp_path):
