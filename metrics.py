@@ -284,11 +284,6 @@ def keyword_hit(text, keywords):
                for variant in variants if variant)
 
 
-def contains_keyword(text, keyword):
-    """Old name of keyword_hit, kept for callers not yet moved."""
-    return keyword_hit(text, keyword)
-
-
 # ---------------------------------------------------------------- uncertainty
 def wilson_interval(k, n, z=1.96):
     """Wilson score interval for k successes in n trials (z=1.96: 95%); (0.0, 1.0) when n is 0 (nothing known)."""
