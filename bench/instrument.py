@@ -34,7 +34,11 @@ ev = {"argv": sys.argv[1:], "loads": [], "runs": [], "generate": [], "notes": []
 if os.environ.get("BENCH_FP16") == "1":
     import torch
 
-    torch.cuda.is_bf16_supported = lambda *args, **kwargs: False  # what common.train_dtype asks
+    def no_bf16(device=None, including_emulation=True):  # what common.train_dtype asks
+        return False
+
+    # torch's own signature: Unsloth re-wraps the probe at import and keeps the keyword only if the signature has it
+    torch.cuda.is_bf16_supported = no_bf16
     ev["notes"].append("BENCH_FP16: torch.cuda.is_bf16_supported() answers False")
 
 
