@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import threading
+import time
 from concurrent import futures
 from datetime import datetime, timezone
 from pathlib import Path
@@ -204,10 +205,13 @@ class DeadlineClient(openai.DefaultHttpxClient):
                 result.set_exception(error)
 
         threading.Thread(target=attempt, daemon=True).start()
-        try:
-            return result.result(timeout=TIMEOUT_S)
-        except futures.TimeoutError:
-            raise httpx2.ReadTimeout(f"no complete reply within {TIMEOUT_S:g} s", request=request) from None
+        deadline = time.monotonic() + TIMEOUT_S
+        while True:  # short waits: a Ctrl-C that lands on another thread is seen only when this one runs again
+            try:
+                return result.result(timeout=min(0.25, max(0.0, deadline - time.monotonic())))
+            except futures.TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise httpx2.ReadTimeout(f"no complete reply within {TIMEOUT_S:g} s", request=request) from None
 
 
 class Failed(Exception):
