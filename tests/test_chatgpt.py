@@ -492,8 +492,10 @@ def test_bad_base_url_is_one_line_exit_2(out, base_url):
 
 def test_ctrl_c_keeps_received_answers(out, llama_server, proxy):
     server = proxy(plan=["ok", "sleep"], sleep_s=30)
+    # As in a terminal: a background job of a non-interactive shell (a CI runner's) inherits SIGINT ignored.
     proc = subprocess.Popen([sys.executable, str(SCRIPT), *FAST], env=env_for(out, llama_server.api_key, server.url),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while server.count < 2 and time.time() < deadline:  # the first answer is in, the second request hangs
         time.sleep(0.1)

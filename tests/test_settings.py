@@ -102,8 +102,10 @@ def test_path_settings_say_in_help_that_they_are_taken_from_the_current_director
 def interrupt_when(cmd, ready, out, settle_s=1.0, timeout=600):
     """Start `cmd`; once its output (stdout or stderr) matches `ready`, wait `settle_s` and send SIGINT.
     Returns (returncode, stdout, stderr). Read in chunks: progress bars redraw with carriage returns, not newlines."""
+    # As in a terminal: a background job of a non-interactive shell (a CI runner's) inherits SIGINT ignored.
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "EMOJI_OUT": str(out), "PYTHONUNBUFFERED": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     chunks = {proc.stdout: [], proc.stderr: []}
 
     def drain(stream):
