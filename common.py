@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import metrics
+
 ROOT = Path(__file__).resolve().parent
 DATA_DIR = ROOT / "data"
 RAW_CSV = DATA_DIR / "emoji_pairs.csv"
@@ -660,7 +662,7 @@ def generate(model, tokenizer, prompts, max_new_tokens, batch_size=16, do_sample
             out = model.generate(**enc, **kwargs)
         for i, seq in zip(idx, out[:, enc["input_ids"].shape[1]:].tolist()):
             truncated = tokenizer.eos_token_id not in seq
-            text = tokenizer.decode(seq, skip_special_tokens=True).replace("\ufffd", "").strip()
+            text = metrics.strip_replacement(tokenizer.decode(seq, skip_special_tokens=True)).strip()
             answers[i] = (text, truncated)
     return answers
 
