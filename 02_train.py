@@ -22,7 +22,7 @@ TRAIN_PAIRS = "auto"
 CPU_TRAIN_PAIRS = 400  # ~6 min of training for both runs on 2 CPU cores (README, BENCHMARKS.md)
 BATCH_SIZE = "auto"  # a number, or auto: 4 for the embedded model (sweep in BENCHMARKS.md), 8 for the 7B
 GRAD_ACCUM = 1
-LEARNING_RATE = "auto"  # a number, or auto: 2e-4 for the 7B QLoRA (Unsloth's guidance), 2e-3 for the embedded model
+LEARNING_RATE = "auto"  # a number, or auto: 2e-4 for the 7B QLoRA (Unsloth's guidance), 5e-4 for the embedded model
 LR_SCHEDULER = "linear"
 WARMUP = 0.05  # fraction of the steps (< 1) or a number of steps
 WEIGHT_DECAY = 0.0
@@ -30,6 +30,12 @@ LORA_R = 16
 LORA_ALPHA = 32
 LORA_DROPOUT = 0.05
 LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"  # every linear layer of the blocks
+# Which transformer blocks get adapters: all, or FIRST-LAST (0-based, e.g. 20-29). Backpropagation stops at the lowest
+# adapted block, so adapting only the top blocks makes a step cheaper.
+LORA_LAYERS = "all"
+# LoRA+: the B matrices learn this many times faster than the A matrices (1: plain LoRA); auto: 16 for the embedded
+# model (the best one-pass validation F1 in the sweep, BENCHMARKS.md), 1 for the 7B (unmeasured there)
+LORAPLUS_RATIO = "auto"
 MAX_SEQ_LENGTH = 128
 OPTIM = "adamw_torch_fused"  # stated: Unsloth otherwise swaps in 8-bit AdamW without saying so
 COMPILE = "auto"  # Unsloth path: torch.compile each transformer block; auto: only when it pays (compile_pays below)
@@ -49,7 +55,9 @@ args = common.configure(globals(), __doc__, checks=dict(
     LEARNING_RATE=common.either("auto", common.positive), WEIGHT_DECAY=common.non_negative,
     WARMUP=common.either(common.between(0, 1, include_low=True), common.non_negative_int),  # a fraction or steps
     LORA_R=common.positive_int, LORA_ALPHA=common.positive, LORA_DROPOUT=common.between(0, 1, include_low=True),
-    LORA_TARGETS=common.not_empty, MAX_SEQ_LENGTH=common.positive_int, COMPILE_MIN_STEPS=common.positive_int,
+    LORA_TARGETS=common.not_empty, LORA_LAYERS=common.either("all", common.index_range),
+    LORAPLUS_RATIO=common.either("auto", common.positive), MAX_SEQ_LENGTH=common.positive_int,
+    COMPILE_MIN_STEPS=common.positive_int,
     COMPILE=common.one_of("auto", "true", "false"), CUDA_GRAPHS=common.one_of("auto", "true", "false"),
     MAX_STEPS=common.either(-1, common.positive_int), EARLY_STOPPING_PATIENCE=common.positive_int,
     EXPORT=common.one_of("auto", "none", "merged", "gguf")))
@@ -66,7 +74,8 @@ epoch_runs = common.parse_epochs(EPOCHS)
 # Per-model defaults: the embedded model's come from the validation-F1 sweep (bench/sweep.py), the 7B's from Unsloth's
 # QLoRA guidance and the H100 benchmark.
 embedded = model_name == common.EMBEDDED
-learning_rate = float(LEARNING_RATE) if LEARNING_RATE != "auto" else 2e-3 if embedded else 2e-4
+learning_rate = float(LEARNING_RATE) if LEARNING_RATE != "auto" else 5e-4 if embedded else 2e-4
+loraplus_ratio = float(LORAPLUS_RATIO) if LORAPLUS_RATIO != "auto" else 16.0 if embedded else 1.0
 batch_size = int(BATCH_SIZE) if BATCH_SIZE != "auto" else 4 if embedded else 8
 train_pairs = (None if TRAIN_PAIRS == "all" or (TRAIN_PAIRS == "auto" and torch.cuda.is_available())
                else CPU_TRAIN_PAIRS if TRAIN_PAIRS == "auto" else int(TRAIN_PAIRS))
@@ -77,7 +86,8 @@ def stamp(epochs):
     EXPORT) or how fast they run (COMPILE, CUDA_GRAPHS, COMPILE_MIN_STEPS: padding is masked out of the loss), the
     resolved model and settings, this run's epochs, and the dataset's fingerprint."""
     settings = common.settings_of(globals(), exclude=("EPOCHS", "EXPORT", "COMPILE", "CUDA_GRAPHS", "COMPILE_MIN_STEPS"),
-                                  model=model_name, learning_rate=learning_rate, batch_size=batch_size,
+                                  model=model_name, learning_rate=learning_rate, loraplus_ratio=loraplus_ratio,
+                                  batch_size=batch_size,
                                   train_pairs=train_pairs, epochs=epochs)
     return common.make_stamp(settings, {"dataset": dataset_fp})
 
@@ -134,20 +144,25 @@ from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 
 def add_lora(model):
-    """Fresh LoRA adapters on the LORA_TARGETS layers of every transformer block."""
+    """Fresh LoRA adapters on the LORA_TARGETS layers of the LORA_LAYERS transformer blocks."""
     targets = [t.strip() for t in LORA_TARGETS.split(",") if t.strip()]
+    layers = None if LORA_LAYERS == "all" else common.parse_index_range(LORA_LAYERS)
+    blocks = model.config.num_hidden_layers
+    if layers and layers[-1] >= blocks:
+        sys.exit(f"error: --lora-layers {LORA_LAYERS}: {model_name} has {blocks} blocks, numbered 0-{blocks - 1}.")
     if common.uses_unsloth(model_name):
         from unsloth import FastLanguageModel
 
         # No activation checkpointing here either: on the H100 it made a batch-8 step 27% slower (0.324 s vs 0.256 s)
         # for memory these short sequences don't need (peak 4.6 vs 7.5 GiB, within a T4's 15 GB); BENCHMARKS.md.
         return FastLanguageModel.get_peft_model(model, r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT,
-                                                target_modules=targets, use_gradient_checkpointing=False,
-                                                random_state=SEED)
+                                                target_modules=targets, layers_to_transform=layers,
+                                                use_gradient_checkpointing=False, random_state=SEED)
     from peft import LoraConfig, get_peft_model
 
     return get_peft_model(model, LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT,
-                                            target_modules=targets, task_type="CAUSAL_LM"))
+                                            target_modules=targets, layers_to_transform=layers,
+                                            task_type="CAUSAL_LM"))
 
 
 # One model for every run: it is loaded and given its adapters once, and each run starts from the same initial adapter
@@ -211,9 +226,17 @@ def train(epochs):
     if EARLY_STOPPING:
         from transformers import EarlyStoppingCallback
     callbacks = [EarlyStoppingCallback(EARLY_STOPPING_PATIENCE)] if EARLY_STOPPING else []
+    optimizer = None  # the Trainer builds OPTIM itself
+    if loraplus_ratio != 1:
+        from peft.optimizers import create_loraplus_optimizer
+
+        optimizer = create_loraplus_optimizer(model, torch.optim.AdamW, lr=learning_rate, weight_decay=WEIGHT_DECAY,
+                                              loraplus_lr_ratio=loraplus_ratio)
+    learning_rates = sorted({g["lr"] for g in optimizer.param_groups if g["params"]}) if optimizer else [learning_rate]
     trainer = SFTTrainer(model=model, args=config, train_dataset=data["train"], eval_dataset=data["validation"],
-                         processing_class=tokenizer, callbacks=callbacks)
-    print(f"run: {epochs} epoch(s), batch {batch_size}x{GRAD_ACCUM}, lr {learning_rate}, LoRA r={LORA_R}", flush=True)
+                         processing_class=tokenizer, callbacks=callbacks, optimizers=(optimizer, None))
+    print(f"run: {epochs} epoch(s), batch {batch_size}x{GRAD_ACCUM}, lr {learning_rate}, LoRA r={LORA_R}"
+          + (f", LoRA+ ratio {loraplus_ratio:g}" if loraplus_ratio != 1 else ""), flush=True)
     initial = trainer.evaluate()["eval_loss"]  # epoch 0: the untrained model, the start of the validation curve
     train_start = time.time()
     result = trainer.train()
@@ -240,6 +263,7 @@ def train(epochs):
         "train_available": all_train, "augmented_size": n_augmented, "validation_size": len(data["validation"]),
         "test_size": len(raw["test"]),
         "prompt_format": prompt_format,
+        "learning_rates": learning_rates,  # with LoRA+: the A and B matrices' rates
         "speed": {"compile": compile_on, "cuda_graphs": graphs, "planned_steps": planned_steps, "pad_to": pad_to},
         "final_train_loss": losses["train"][-1]["loss"],
         "validation_losses": [v["loss"] for v in losses["validation"]], "settings": run_stamp["settings"],

@@ -134,6 +134,15 @@ def one_of(*words):
     return Check("one of " + ", ".join(map(repr, words)), lambda v: v in words)
 
 
+def parse_index_range(value):
+    """'20-29' -> [20, ..., 29]; raises ValueError on anything else."""
+    first, last = (int(part) for part in str(value).split("-"))
+    if not 0 <= first <= last:
+        raise ValueError(value)
+    return list(range(first, last + 1))
+
+
+index_range = Check("FIRST-LAST, two whole numbers from 0 with FIRST <= LAST, e.g. 20-29", parse_index_range)
 positive_int_list = Check("whole numbers of 1 or more separated by commas, e.g. 1,5", parse_epochs)
 fraction = between(0, 1)
 positive = Check("a number above 0", lambda v: _number(v) > 0)

@@ -19,30 +19,63 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# name -> (02_train.py flags, epochs runs). One factor at a time around the centre ("base"). A name starting with
-# "augment" trains on a dataset that 01 built with --augment true (same split, extra templated pairs in train).
+# name -> (02_train.py flags, epochs runs). A name starting with "augment" trains on a dataset that 01 built with
+# --augment true (same split, extra templated pairs in train). Every run states every setting the sweep varies, so a
+# configuration means the same thing whatever 02's defaults are now.
+PLAIN = ["--loraplus-ratio", "1"]
+# First round (issue 11): one factor at a time around the defaults of then ("base": batch 8, lr 1e-3, plain LoRA r=16
+# on all linear layers).
+BASE = ["--batch-size", "8", "--learning-rate", "1e-3", *PLAIN]
 CONFIGS = {
-    "base": ([], "1,3"),
-    "augment": ([], "1,3"),
-    "lr5e-4": (["--learning-rate", "5e-4"], "1"),
-    "lr2e-3": (["--learning-rate", "2e-3"], "1,3"),
-    "lr4e-3": (["--learning-rate", "4e-3"], "1"),
-    "r64": (["--lora-r", "64", "--lora-alpha", "128"], "1"),
-    "attention-only": (["--lora-targets", "q_proj,k_proj,v_proj,o_proj"], "1"),
-    "batch4": (["--batch-size", "4"], "1"),
-    "batch16": (["--batch-size", "16"], "1"),
-    "batch4-lr2e-3": (["--batch-size", "4", "--learning-rate", "2e-3"], "1,3"),
-    "subset600": (["--train-pairs", "600"], "1,5"),  # the CPU default's data
-    "subset600-batch4-lr2e-3": (["--train-pairs", "600", "--batch-size", "4", "--learning-rate", "2e-3"], "1,5"),
+    "base": (BASE, "1,3"),
+    "augment": (BASE, "1,3"),
+    "lr5e-4": (BASE + ["--learning-rate", "5e-4"], "1"),
+    "lr2e-3": (BASE + ["--learning-rate", "2e-3"], "1,3"),
+    "lr4e-3": (BASE + ["--learning-rate", "4e-3"], "1"),
+    "r64": (BASE + ["--lora-r", "64", "--lora-alpha", "128"], "1"),
+    "attention-only": (BASE + ["--lora-targets", "q_proj,k_proj,v_proj,o_proj"], "1"),
+    "batch4": (BASE + ["--batch-size", "4"], "1"),
+    "batch16": (BASE + ["--batch-size", "16"], "1"),
+    "batch4-lr2e-3": (BASE + ["--batch-size", "4", "--learning-rate", "2e-3"], "1,3"),
+    "subset600": (BASE + ["--train-pairs", "600"], "1,5"),
+    "subset600-batch4-lr2e-3": (BASE + ["--train-pairs", "600", "--batch-size", "4", "--learning-rate", "2e-3"], "1,5"),
 }
-
+# Second round (issue 11): what one pass can learn, around the first round's choice (batch 4, lr 2e-3). More optimizer
+# steps per pass (smaller batches), a learning rate that does not decay within the pass, adapters on the top blocks
+# only (a cheaper step on a CPU), rank, LoRA+ (the current embedded default: lr 5e-4, ratio 16).
+B4 = ["--batch-size", "4", "--learning-rate", "2e-3", *PLAIN]
+LP = ["--batch-size", "4", "--learning-rate", "5e-4", "--loraplus-ratio", "16"]
+CONST = ["--lr-scheduler", "constant_with_warmup"]
+CONFIGS.update({
+    "b4-lr2e-3": (B4, "1"),
+    "b4-lr2e-3-const": (B4 + CONST, "1,3"),
+    "b4-lr4e-3-const": (B4 + ["--learning-rate", "4e-3", *CONST], "1"),
+    "b4-lr2e-3-top10": (B4 + ["--lora-layers", "20-29"], "1"),
+    "b4-lr2e-3-r64": (B4 + ["--lora-r", "64", "--lora-alpha", "128"], "1"),
+    "b4-lr5e-4-loraplus16": (LP, "1"),
+    "b4-lr2e-4-loraplus16": (LP + ["--learning-rate", "2e-4"], "1"),
+    "augment-b4-lr2e-3": (B4, "1"),
+    "b2-lr1e-3": (B4 + ["--batch-size", "2", "--learning-rate", "1e-3"], "1"),
+    "b1-lr1e-3": (B4 + ["--batch-size", "1", "--learning-rate", "1e-3"], "1"),
+    "b1-lr5e-4-const": (B4 + ["--batch-size", "1", "--learning-rate", "5e-4", *CONST], "1"),
+    "b4-lr1e-3-loraplus16": (LP + ["--learning-rate", "1e-3"], "1"),
+    "b4-lr5e-4-loraplus32": (LP + ["--loraplus-ratio", "32"], "1"),
+    "b4-lr5e-4-loraplus16-top10": (LP + ["--lora-layers", "20-29"], "1,3"),
+    "b4-lr5e-4-loraplus16-cosine": (LP + ["--lr-scheduler", "cosine"], "1"),
+    "b4-lr5e-4-loraplus16-3ep": (LP, "3"),
+    "b2-lr2e-4-loraplus16": (LP + ["--batch-size", "2", "--learning-rate", "2e-4"], "1"),
+    "sub600-b4-lr5e-4-loraplus16-top10": (LP + ["--lora-layers", "20-29", "--train-pairs", "600"], "1,5"),
+    # On the CPU, with the CPU default's 400 pairs: the first round's choice against LoRA+.
+    "sub400-b4-lr2e-3": (B4 + ["--train-pairs", "400"], "1,5"),
+    "sub400-b4-lr5e-4-loraplus16": (LP + ["--train-pairs", "400"], "1,5"),
+})
 
 def train(name, flags, epochs, model, work):
     """One 02_train.py invocation into work/name, sharing the dataset built by 01; its output goes to train.log there."""
     out = work / name
     out.mkdir(parents=True, exist_ok=True)
     # Parallel runs share the host's cores: a few threads each is plenty for a small model's host-side work.
-    env = {**os.environ, "EMOJI_OUT": str(out), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "EMOJI_OUT": str(out), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("SWEEP_THREADS", "2")}
     if name.startswith("augment"):
         result = subprocess.run([sys.executable, str(ROOT / "01_make_dataset.py"), "--augment", "true"], env=env,
                                 cwd=ROOT, capture_output=True, text=True)

@@ -175,13 +175,11 @@ def test_a_changed_training_setting_retrains(reseeded):
     assert "saved" in result.stdout and "epochs1" in result.stdout
 
 
-def test_any_chat_model_trains_and_answers_in_its_own_format(tmp_path):
-    """A tiny local model whose chat template is not Llama-2's nor ChatML: 02 and 03 use it by folder name, no code
-    change, and its inputs are rendered with its template."""
+def tiny_chat_model(folder):
+    """A 2-block Llama with random weights and a chat template that is neither Llama-2's nor ChatML, saved in folder."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    folder = tmp_path / "tiny-chat"
     tokenizer = AutoTokenizer.from_pretrained(str(common.CACHE_DIR / "smollm2-135m-instruct"))
     tokenizer.chat_template = ("{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] + eos_token }}"
                                "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}")
@@ -192,6 +190,13 @@ def test_any_chat_model_trains_and_answers_in_its_own_format(tmp_path):
                          pad_token_id=tokenizer.pad_token_id)
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_any_chat_model_trains_and_answers_in_its_own_format(tmp_path):
+    """A tiny local model whose chat template is not Llama-2's nor ChatML: 02 and 03 use it by folder name, no code
+    change, and its inputs are rendered with its template."""
+    folder = tiny_chat_model(tmp_path / "tiny-chat")
     out = tmp_path / "out"
     run_ok("01_make_dataset.py", *DATA, out=out)
     run_ok("02_train.py", *TRAIN, "--epochs", "1", "--model", folder, out=out)
@@ -201,6 +206,25 @@ def test_any_chat_model_trains_and_answers_in_its_own_format(tmp_path):
     emoji_inputs = [r["input"] for r in rows if r["set"] == "novel" and r["model"] == "ft1"]
     assert emoji_inputs and all(i.startswith("<|system|>\n" + common.SYSTEM_PROMPT) for i in emoji_inputs)
     assert all(i.endswith("<|assistant|>\n") and "[INST]" not in i for i in emoji_inputs)
+
+
+def test_adapters_go_only_on_the_chosen_blocks_and_loraplus_speeds_up_the_b_matrices(tmp_path):
+    from safetensors import safe_open
+
+    folder = tiny_chat_model(tmp_path / "tiny-chat")
+    out = tmp_path / "out"
+    run_ok("01_make_dataset.py", *DATA, out=out)
+    run_ok("02_train.py", *TRAIN, "--epochs", "1", "--model", folder, "--lora-layers", "1-1", "--loraplus-ratio", "16",
+           "--learning-rate", "1e-4", out=out)
+    adapter = out / "adapters" / "epochs1"
+    with safe_open(str(adapter / "adapter_model.safetensors"), "pt") as f:
+        blocks = {key.split("layers.")[1].split(".")[0] for key in f.keys()}
+    assert blocks == {"1"}  # block 0 has no adapters
+    run = json.loads((adapter / "run.json").read_text())
+    assert run["learning_rates"] == pytest.approx([1e-4, 1.6e-3])  # A matrices at the rate, B at 16 times it
+    assert run["settings"]["LORA_LAYERS"] == "1-1" and run["settings"]["loraplus_ratio"] == 16
+    beyond = run_script("02_train.py", *TRAIN, "--epochs", "1", "--model", folder, "--lora-layers", "1-2", out=out)
+    assert beyond.returncode != 0 and "has 2 blocks, numbered 0-1" in beyond.stderr
 
 
 def test_early_stopping_stops_when_validation_loss_rises(tmp_path):
