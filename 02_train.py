@@ -34,7 +34,8 @@ LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"  # ever
 # adapted block, so adapting only the top blocks makes a step cheaper.
 LORA_LAYERS = "all"
 # LoRA+: the B matrices learn this many times faster than the A matrices (1: plain LoRA); auto: 16 for the embedded
-# model (the best one-pass validation F1 in the sweep, BENCHMARKS.md), 1 for the 7B (unmeasured there)
+# model (the best one-pass validation F1 in the sweep, BENCHMARKS.md), 1 for the 7B (unmeasured there). LoRA+ builds
+# its own optimizer (torch's AdamW, peft's create_loraplus_optimizer): OPTIM applies to plain LoRA only.
 LORAPLUS_RATIO = "auto"
 MAX_SEQ_LENGTH = 128
 OPTIM = "adamw_torch_fused"  # stated: Unsloth otherwise swaps in 8-bit AdamW without saying so
@@ -87,8 +88,7 @@ def stamp(epochs):
     resolved model and settings, this run's epochs, and the dataset's fingerprint."""
     settings = common.settings_of(globals(), exclude=("EPOCHS", "EXPORT", "COMPILE", "CUDA_GRAPHS", "COMPILE_MIN_STEPS"),
                                   model=model_name, learning_rate=learning_rate, loraplus_ratio=loraplus_ratio,
-                                  batch_size=batch_size,
-                                  train_pairs=train_pairs, epochs=epochs)
+                                  batch_size=batch_size, train_pairs=train_pairs, epochs=epochs)
     return common.make_stamp(settings, {"dataset": dataset_fp})
 
 
@@ -226,7 +226,7 @@ def train(epochs):
     if EARLY_STOPPING:
         from transformers import EarlyStoppingCallback
     callbacks = [EarlyStoppingCallback(EARLY_STOPPING_PATIENCE)] if EARLY_STOPPING else []
-    optimizer = None  # the Trainer builds OPTIM itself
+    optimizer = None  # plain LoRA: the Trainer builds OPTIM itself
     if loraplus_ratio != 1:
         from peft.optimizers import create_loraplus_optimizer
 

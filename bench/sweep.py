@@ -70,12 +70,15 @@ CONFIGS.update({
     "sub400-b4-lr5e-4-loraplus16": (LP + ["--train-pairs", "400"], "1,5"),
 })
 
+
 def train(name, flags, epochs, model, work):
     """One 02_train.py invocation into work/name, sharing the dataset built by 01; its output goes to train.log there."""
     out = work / name
     out.mkdir(parents=True, exist_ok=True)
-    # Parallel runs share the host's cores: a few threads each is plenty for a small model's host-side work.
-    env = {**os.environ, "EMOJI_OUT": str(out), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("SWEEP_THREADS", "2")}
+    # Parallel runs share the host's cores: a few threads each (SWEEP_THREADS, default 2) is plenty for a small model's
+    # host-side work.
+    threads = os.environ.get("SWEEP_THREADS", "2")
+    env = {**os.environ, "EMOJI_OUT": str(out), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads}
     if name.startswith("augment"):
         result = subprocess.run([sys.executable, str(ROOT / "01_make_dataset.py"), "--augment", "true"], env=env,
                                 cwd=ROOT, capture_output=True, text=True)
