@@ -25,8 +25,8 @@ AUGMENT = False
 AUGMENT_PER_EMOJI = 2
 
 args = settings.configure(globals(), __doc__, checks=dict(
-    TEST_FRACTION=settings.between(0, 0.5), MIN_TEST=settings.whole(1, 10_000), MAX_TEST=settings.whole(1, 10_000),
-    VALIDATION_FRACTION=settings.between(0, 0.5), MAX_VALIDATION=settings.whole(1, 10_000), SEED=settings.seed,
+    TEST_FRACTION=settings.between(0.001, 0.5), MIN_TEST=settings.whole(1, 10_000), MAX_TEST=settings.whole(1, 10_000),
+    VALIDATION_FRACTION=settings.between(0.001, 0.5), MAX_VALIDATION=settings.whole(1, 10_000), SEED=settings.seed,
     MAX_EMOJIS=settings.whole(1, 50), AUGMENT_PER_EMOJI=settings.whole(1, 6)))
 store.lock("01_make_dataset")
 raw, name = Path(RAW_CSV), store.display(RAW_CSV)

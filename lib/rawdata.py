@@ -89,7 +89,7 @@ def read_pairs(data, name, max_emojis):
         except csv.Error as error:  # the reader cannot resynchronise after this
             problems.append(f"{name}:{line}: {csv_problem(error)}")
             break
-        while fields and not fields[-1].strip():
+        while len(fields) > 2 and not fields[-1].strip():
             fields.pop()  # trailing empty cells, as spreadsheets write them
         if header is None:
             header = [h.strip().lower() for h in fields]
@@ -98,8 +98,8 @@ def read_pairs(data, name, max_emojis):
                 return [], [f"{name}:{line}: the first line must be the header 'text,emoji', found "
                             f"{','.join(fields)[:80]!r}{hint}"]
             continue
-        if not fields:
-            continue
+        if not any(field.strip() for field in fields):
+            continue  # blank lines are harmless
         if len(fields) != 2:
             problems.append(f"{name}:{line}: expected 2 columns (text,emoji), found {len(fields)} - quote sentences "
                             "that contain commas")
@@ -108,7 +108,7 @@ def read_pairs(data, name, max_emojis):
         problem = field_problem(sentence, "text") or field_problem(target, "emoji")
         if not problem and not sentence:
             problem = "empty text"
-        elif not problem and set(target) <= set("? "):
+        elif not problem and "?" in target and set(target) <= set("? "):
             questions += 1
             problem = "the emojis became '?' - the file was saved in a legacy encoding; " + SAVE_AS
         elif not problem and not metrics.is_emoji_only(target):

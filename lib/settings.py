@@ -145,7 +145,7 @@ def configure(namespace, doc, checks=None):
         elif isinstance(value, str) and name.endswith(PATH_SUFFIXES):
             namespace[name] = str(user_path(value, base=root))  # a default written in a script: from the repository
             parser.add_argument(flag, dest=name, default=namespace[name], metavar="PATH", type=_path,
-                                help="(path; relative to the current folder)")
+                                help="(path; a relative path is taken from the current directory)")
             checks.setdefault(name, not_empty)
         else:
             if name not in checks:

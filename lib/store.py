@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -239,12 +240,10 @@ _locks = []
 
 
 def lock(step):
-    """Hold a lock on this step's outputs until the script ends; a second copy of the step stops with one line."""
-    try:
-        OUT.mkdir(parents=True, exist_ok=True)
-        handle = open(OUT / f".{step}.lock", "w")
-    except OSError as error:
-        fail(f"cannot write to {display(OUT)} ({error.strerror or error}) - choose a writable EMOJI_OUT.")
+    """Hold a lock on this step's outputs until the script ends; a second copy of the step on the same EMOJI_OUT stops
+    with one line. The lock file lives in the system's temporary folder: nothing is written to EMOJI_OUT by it."""
+    path = Path(tempfile.gettempdir()) / f"emoji-{fingerprint(str(OUT))}-{step}.lock"
+    handle = open(path, "a")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -3,11 +3,11 @@ train/validation/test splits carrying Task 1's Llama-2 chat string; the provenan
 import csv
 import json
 
-import common
+from lib import prompts, settings, store
 from conftest import ROOT, run_script
 
 # Enough ordinary pairs for the three splits, plus the KNOWN prompts 01 insists on (03 needs them in train).
-GOOD_ROWS = [(f"Sentence number {i} about pizza.", "🍕😋") for i in range(80)] + [(s, "⭐") for s in common.KNOWN]
+GOOD_ROWS = [(f"Sentence number {i} about pizza.", "🍕😋") for i in range(80)] + [(s, "⭐") for s in prompts.KNOWN]
 SMALL = ["--min-test", "10"]  # the default of 40 test pairs needs more rows than a test wants to write
 
 
@@ -52,7 +52,7 @@ def test_missing_raw_file_says_what_to_do(tmp_path):
 
 
 def test_a_prompt_meant_to_be_unseen_in_the_data_is_refused_at_its_line(tmp_path):
-    raw = write_csv(tmp_path / "raw.csv", GOOD_ROWS + [(common.NOVEL[2], "🍪👵")])
+    raw = write_csv(tmp_path / "raw.csv", GOOD_ROWS + [(prompts.NOVEL[2], "🍪👵")])
     result = run_script("01_make_dataset.py", "--raw-csv", raw, *SMALL, out=tmp_path / "out")
     assert result.returncode != 0
     assert f"raw.csv:{len(GOOD_ROWS) + 2}: NOVEL prompt" in result.stderr
@@ -71,9 +71,9 @@ def test_good_data_becomes_three_disjoint_splits_with_known_prompts_in_train(tmp
     sentences = {name: set(part["sentence"]) for name, part in data.items()}
     assert not sentences["train"] & sentences["test"] and not sentences["train"] & sentences["validation"]
     assert not sentences["validation"] & sentences["test"]
-    assert set(common.KNOWN) <= sentences["train"]
+    assert set(prompts.KNOWN) <= sentences["train"]
     row = next(r for part in data.values() for r in part if r["sentence"] == SENTENCE)
-    assert row["text"] == common.llama2_text(SENTENCE, "💃🕺🎶")
+    assert row["text"] == prompts.llama2_text(SENTENCE, "💃🕺🎶")
     assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
     assert [r["sentence"] for r in splits(out)["test"]] == data["test"]["sentence"]
 
@@ -82,7 +82,7 @@ def test_good_data_becomes_three_disjoint_splits_with_known_prompts_in_train(tmp
     reseeded = run_script("01_make_dataset.py", "--raw-csv", raw, *SMALL, "--seed", "7", out=out)
     assert reseeded.returncode == 0 and "up to date" not in reseeded.stdout
     again = load_from_disk(str(out / "dataset"))
-    assert again["test"]["sentence"] != data["test"]["sentence"] and set(common.KNOWN) <= set(again["train"]["sentence"])
+    assert again["test"]["sentence"] != data["test"]["sentence"] and set(prompts.KNOWN) <= set(again["train"]["sentence"])
 
 
 def test_any_changed_constant_or_csv_rebuilds_and_a_corrupt_stamp_means_rebuild(tmp_path):
@@ -115,7 +115,7 @@ def test_shipped_data_is_valid_large_and_holds_the_known_prompts(tmp_path):
     with open(ROOT / "data" / "emoji_pairs.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) >= 1500
-    assert {r["text"] for r in rows} >= set(common.KNOWN)
+    assert {r["text"] for r in rows} >= set(prompts.KNOWN)
     result = run_script("01_make_dataset.py", out=tmp_path)
     assert result.returncode == 0, result.stderr
     assert len(splits(tmp_path)["test"]) >= 40

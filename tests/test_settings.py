@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-import common
+from lib import prompts, settings, store
 from conftest import ROOT, run_script
 
 HEAVY = ("torch", "transformers", "datasets", "trl", "peft")
@@ -29,7 +29,7 @@ def dataset_out(tmp_path_factory):
     """An outputs folder holding a small dataset, so the scripts get past their input checks if a setting does."""
     out = tmp_path_factory.mktemp("settings") / "out"
     raw = out.parent / "raw.csv"
-    rows = [f"Ordinary sentence {i} about the weather.,☀️🌧️" for i in range(40)] + [f"{s},⭐" for s in common.KNOWN]
+    rows = [f"Ordinary sentence {i} about the weather.,☀️🌧️" for i in range(40)] + [f"{s},⭐" for s in prompts.KNOWN]
     raw.write_text("text,emoji\n" + "\n".join(rows) + "\n", encoding="utf-8")
     result = run_script("01_make_dataset.py", "--raw-csv", raw, "--min-test", "10", out=out, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -85,18 +85,18 @@ def test_good_values_pass_the_checks(tmp_path):
 
 
 def test_parse_epochs_gives_the_runs_in_order_without_repeats():
-    assert common.parse_epochs("1,5") == [1, 5]
-    assert common.parse_epochs(" 5 , 1,5") == [5, 1]
+    assert settings.parse_epochs("1,5") == [1, 5]
+    assert settings.parse_epochs(" 5 , 1,5") == [5, 1]
     for bad in ("", "0", "-1", "abc", "1.5", "1,,5", "1,", "٣"):
         with pytest.raises(ValueError):
-            common.parse_epochs(bad)
+            settings.parse_epochs(bad)
 
 
 def test_path_settings_say_in_help_that_they_are_taken_from_the_current_directory():
     help_text = subprocess.run([sys.executable, str(ROOT / "01_make_dataset.py"), "--help"], cwd="/",
                                capture_output=True, text=True, timeout=120).stdout
     assert re.search(r"--raw-csv PATH\s+\(path; a relative path is taken from the\s+current\s+directory\)", help_text)
-    assert str(common.RAW_CSV) in help_text.replace("\n", "").replace(" ", "")  # the default, as an absolute path
+    assert str(store.RAW_CSV) in help_text.replace("\n", "").replace(" ", "")  # the default, as an absolute path
 
 
 # ---------------------------------------------------------------- Ctrl-C
@@ -142,8 +142,8 @@ def test_ctrl_c_during_training_is_one_line_and_exit_130(dataset_out):
     assert code == 130, (stdout, stderr[-3000:])
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
     # Progress bars end with carriage returns, not newlines: the message must be the last thing written.
-    assert [piece for piece in re.split(r"[\r\n]+", stderr) if piece.strip()][-1] == common.INTERRUPTED
-    assert stderr.count(common.INTERRUPTED) == 1
+    assert [piece for piece in re.split(r"[\r\n]+", stderr) if piece.strip()][-1] == settings.INTERRUPTED
+    assert stderr.count(settings.INTERRUPTED) == 1
     assert not (dataset_out / "adapters" / "epochs1" / "run.json").exists()  # an unfinished run is not passed off
 
 
@@ -151,9 +151,9 @@ def test_ctrl_c_while_worker_threads_run_still_exits_at_once(tmp_path):
     # The interrupt lands in the main thread while a non-daemon worker is busy: exit 130 now, not when it ends.
     program = ("import sys, threading, time\n"
                f"sys.path.insert(0, {str(ROOT)!r})\n"
-               "import common\n"
+               "from lib import settings\n"
                "sys.argv = ['prog']\n"
-               "common.configure({}, 'test')\n"
+               "settings.configure({}, 'test')\n"
                "threading.Thread(target=time.sleep, args=(60,)).start()\n"
                "print('ready', flush=True)\n"
                "while True:\n"
@@ -161,4 +161,4 @@ def test_ctrl_c_while_worker_threads_run_still_exits_at_once(tmp_path):
     start = time.time()
     code, _, stderr = interrupt_when([sys.executable, "-c", program], r"^ready", out=tmp_path, settle_s=0.3,
                                      timeout=120)
-    assert code == 130 and stderr == common.INTERRUPTED + "\n" and time.time() - start < 30
+    assert code == 130 and stderr == settings.INTERRUPTED + "\n" and time.time() - start < 30
