@@ -48,10 +48,10 @@ if not args.force and store.is_current(store.DATASET_DIR / "stamp.json", stamp):
 rows, problems = rawdata.read_pairs(data, name, MAX_EMOJIS)
 n_test = min(MAX_TEST, max(MIN_TEST, round(TEST_FRACTION * len(rows))))
 n_validation = min(MAX_VALIDATION, max(1, round(VALIDATION_FRACTION * len(rows))))
-needed = n_test + n_validation + len(prompts.KNOWN) + 10
+needed = n_test + n_validation + len(prompts.KNOWN) + 20
 if not problems and len(rows) < needed:
     store.fail(f"too few pairs in {name}: {len(rows)} valid, {needed} needed ({n_test} test + {n_validation} validation "
-               f"+ the {len(prompts.KNOWN)} KNOWN prompts + 10 more for training).")
+               f"+ the {len(prompts.KNOWN)} KNOWN prompts + 20 more for training).")
 problems = problems or rawdata.unseen_problems(rows, name)
 if problems:
     print("\n".join(problems), file=sys.stderr)

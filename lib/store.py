@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,8 +74,9 @@ def require(path, script):
 def _remove(path):
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+    elif path.exists() or path.is_symlink():
+        with suppress(OSError):
+            path.unlink()
 
 
 @contextmanager

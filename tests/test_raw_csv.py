@@ -12,7 +12,7 @@ from conftest import run_script
 
 SMALL = ["--min-test", "10"]  # the default of 40 test pairs needs more rows than a test wants to write
 # Enough ordinary pairs for the three splits, plus the KNOWN prompts 01 insists on.
-BASE = [(f"Ordinary sentence {i} about the weather.", "☀️🌧️") for i in range(30)] + [(s, "⭐") for s in prompts.KNOWN]
+BASE = [(f"Ordinary sentence {i} about the weather.", "☀️🌧️") for i in range(40)] + [(s, "⭐") for s in prompts.KNOWN]
 
 
 def csv_bytes(rows, newline="\n", header="text,emoji"):
