@@ -54,7 +54,7 @@ dataset_stamp = rawdata.dataset_stamp()
 # ---- the settings each run is made of, every auto resolved; run.json and the fingerprint record exactly these
 name = models.resolve(MODEL)
 auto_values = models.auto_settings(name)
-resolved = {k: auto_values[k] if v == "auto" else settings.value(v) for k, v in vars(args).items() if k.isupper()}
+resolved = {k: auto_values.get(k, v) if v == "auto" else settings.value(v) for k, v in vars(args).items() if k.isupper()}
 # Recorded: what changes a run. Not which runs to make or export, not OPTIM under LoRA+ (it brings its own AdamW), not
 # the patience without early stopping.
 unused = {"EPOCHS", "EXPORT", *(["OPTIM"] if resolved["LORAPLUS_RATIO"] != 1 else []),

@@ -8,6 +8,7 @@ models    loading, LoRA, generation, Unsloth and speed switches
 metrics   emoji parsing and scores with intervals
 api       asking an OpenAI-compatible server (04)
 scores    the tidy table of scores behind the report (05)
-report    Markdown rendering and the drafts (05)
+report    Markdown rendering and the loss plot (05)
+drafts    the draft texts built from the measured numbers (05)
 export    merged weights and GGUF files
 """

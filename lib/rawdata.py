@@ -183,7 +183,7 @@ def load_splits():
 
     dataset_stamp()
     try:
-        return load_from_disk(str(store.DATASET_DIR))
+        return load_from_disk(str(store.DATASET_DIR), keep_in_memory=True)  # no cache files written beside it
     except Exception as error:  # datasets raises many kinds on a damaged folder; all mean the same to the user
         store.fail(f"{store.display(store.DATASET_DIR)} cannot be read ({type(error).__name__}) - run "
                    "`python 01_make_dataset.py --force`.")

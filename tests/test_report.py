@@ -2,11 +2,16 @@
 held-out table with the lookup baseline, the loss plot, cut answers, the ChatGPT states, the prompts as sent, and
 discussion drafts that claim a difference only where the intervals allow it."""
 import json
+import os
 import re
+import resource
+import shutil
+import subprocess
+import sys
 
 import pytest
 
-from conftest import report_section as section, run_script, table_rows as rows_of
+from conftest import ROOT, report_section as section, run_script
 
 SYSTEM = "Reply with emojis only."
 KNOWN = [("I love pizza.", "🍕😍"), ("Rainy day.", "🌧️☔"), ("Go team!", "🏆🎉"), ("Sleepy.", "😴"),
@@ -72,7 +77,7 @@ def generation_rows(instructed_general=False):
     return rows
 
 
-def write_inputs(out, chatgpt=None, instructed_general=False):
+def write_inputs(out, chatgpt=None, instructed_general=False, ratio=16.0):
     out.mkdir(parents=True, exist_ok=True)
     rows = generation_rows(instructed_general)
     (out / "generations.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", "utf-8")
@@ -85,14 +90,16 @@ def write_inputs(out, chatgpt=None, instructed_general=False):
         losses = {"train": [{"step": s + 1, "epoch": (s + 1) / 4, "loss": 2.0 - 0.05 * s} for s in range(4 * epochs)],
                   "validation": [{"epoch": float(e), "loss": v} for e, v in enumerate(val)]}
         (folder / "losses.json").write_text(json.dumps(losses))
-        settings = dict(BATCH_SIZE=8, GRAD_ACCUM=1, LEARNING_RATE="auto", learning_rate=1e-3, LR_SCHEDULER="linear",
-                        WEIGHT_DECAY=0.0, LORA_R=16, LORA_ALPHA=32, LORA_DROPOUT=0.05, SEED=42, train_pairs=300)
+        # as 02 records them: every "auto" resolved, and the learning rates LoRA+ gives the A and B matrices
+        settings = dict(BATCH_SIZE=8, GRAD_ACCUM=1, LEARNING_RATE=1e-3, LORAPLUS_RATIO=ratio, LR_SCHEDULER="linear",
+                        WEIGHT_DECAY=0.0, LORA_R=16, LORA_ALPHA=32, LORA_DROPOUT=0.05, SEED=42, MODEL="embedded",
+                        TRAIN_PAIRS=300, epochs=epochs)
         (folder / "run.json").write_text(json.dumps(dict(
             model="embedded", device="cpu (2 threads)", dtype="float32", epochs=epochs, epochs_trained=float(epochs),
             steps=4 * epochs, train_seconds=10.0 * epochs, load_seconds=1.0, peak_memory_gib=1.5, train_size=300,
             train_available=400, augmented_size=0, validation_size=20, test_size=len(TEST),
             prompt_format="the model's own chat template", final_train_loss=1.0, validation_losses=val,
-            settings=settings, finished_at="v")))
+            learning_rates=[1e-3, 1e-3 * ratio] if ratio != 1 else [1e-3], settings=settings, finished_at="v")))
     return rows
 
 
@@ -320,7 +327,9 @@ def test_some_failed_chatgpt_requests_and_answers_are_labelled_as_recorded(tmp_p
     assert "failed (2 of 5)" in task3 and "not run" not in task3
     header = tables(task3)[0][0]
     assert header[:4] == ["prompt", "1-epoch fine-tune", "5-epoch fine-tune", "smollm2-135m at 127.0.0.1:8080"]
-    assert by_model(task3, index=1)["smollm2-135m at 127.0.0.1:8080"][1] == "3/3 (100%)"
+    assert [row[3] for row in tables(task3)[0][1]] == ["🐶🎉"] * 3 + ["(failed)"] * 2
+    # the figures cover the 3 prompts ChatGPT answered: Wilson 95% for 3/3 is (0.44, 1)
+    assert by_model(task3, index=2)["smollm2-135m at 127.0.0.1:8080"][1] == "100% [44–100]"
 
 
 def test_missing_inputs_name_the_script_to_run_first(tmp_path):
@@ -333,3 +342,134 @@ def test_missing_inputs_name_the_script_to_run_first(tmp_path):
     result = run_script("05_report.py", out=tmp_path / "no_generations")
     assert result.returncode != 0 and "03_generate.py" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- Task 3 on hand-made chatgpt.jsonl rows
+# (moved from test_chatgpt.py, which exec'd parts of 05 via ast: 05 now runs whole on rows as 04 writes them)
+def test_chatgpt_answers_from_the_api_are_one_more_model_with_marks_sources_figures_and_a_draft(tmp_path):
+    rows = [chatgpt_row(p, ok=True) for p in NOVEL]
+    rows[1].update(answer="Oh no ✈️😭 stuck", has_words=True, emoji_only=False, time="2025-01-02T00:00:00+00:00")
+    text = make_report(tmp_path / "out", chatgpt=rows)
+    task3, label = section(text, "Task 3"), "smollm2-135m at 127.0.0.1:8080"
+    assert "not run" not in task3 and "failed (" not in task3
+    answers_table, marks = by_model(task3, index=0), by_model(task3, index=1)
+    assert answers_table[NOVEL[1]][1:] == ["🐶🎉", "🎉", "Oh no ✈️😭 stuck"]
+    assert marks[NOVEL[1]][3] == "❌ 2e 3w" and marks[NOVEL[0]][1:] == ["✅ 2e", "❌ 1e 2w", "✅ 2e"]
+    assert ("5 answer(s) from the API: model `gpt-4o-mini (served as smollm2-135m)` at `127.0.0.1:8080`, asked "
+            f"2025-01-01T00:00:00+00:00 to 2025-01-02T00:00:00+00:00; labelled **{label}**") in task3
+    figures = by_model(task3, index=2)  # emoji-only, emojis per answer, distinct, with words, overlap with ChatGPT
+    assert figures[label][1:5] == ["80% [38–96]", "2.00 [2.00–2.00]", "4", "20% [4–62]"]
+    assert figures["1-epoch fine-tune"][1] == "100% [57–100]" and figures["1-epoch fine-tune"][5] != "—"
+    for aspect in ("Quality", "Relevance", "Creativity", "Generalisation"):
+        assert f"**{aspect}**" in task3.split("### Task 3 comparison (draft - edit this)", 1)[1]
+    # ChatGPT is one more model in the tidy table: it shows up in the summary beside the others
+    assert by_model(text, "Summary")[label][4] == "80% [38–96]"
+
+
+def test_chatgpt_not_run_says_how_to_run_it_and_still_shows_the_fine_tunes(report):
+    _, text = report
+    task3 = section(text, "Task 3")
+    assert "**not run**" in task3
+    assert "OPENAI_API_KEY" in task3 and "OPENAI_BASE_URL" in task3, "API mode explained"
+    assert "chatgpt_prompts.md" in task3 and "data/chatgpt_responses.csv" in task3, "paste-sheet mode explained"
+    answers_table = by_model(task3)
+    assert len(answers_table) == 5 and answers_table[NOVEL[0]][1:] == ["🐶🎉", "Party 🎉 time", "—"]
+    assert list(by_model(task3, index=2)) == ["1-epoch fine-tune", "5-epoch fine-tune"], "their figures"
+    assert "needs ChatGPT's answers" in task3
+
+
+def test_chatgpt_answers_pasted_by_hand_say_where_they_came_from(tmp_path):
+    rows = [dict(chatgpt_row(p, ok=True), source="manual", model="ChatGPT (web)", served_model=None,
+                 base_url_host=None, label="ChatGPT (web)", answer=a, file="/x/data/chatgpt_responses.csv")
+            for p, a in zip(NOVEL[:2], ["🐶🥰🏡", "Boom! 🌋🧺"])]
+    task3 = section(make_report(tmp_path / "out", chatgpt=rows), "Task 3")
+    assert ("2 answer(s) pasted by hand from ChatGPT (web), imported from `/x/data/chatgpt_responses.csv`"
+            in task3)
+    assert "3 prompt(s) have no ChatGPT answer yet" in task3
+    assert [row[3] for row in tables(task3)[0][1]] == ["🐶🥰🏡", "Boom! 🌋🧺", "—", "—", "—"]
+    assert [row[3] for row in tables(task3)[1][1]][:2] == ["✅ 3e", "❌ 2e 1w"]
+
+
+# ---------------------------------------------------------------- issue 17 fix 1 and issue 18
+def test_run_summary_prints_the_resolved_batch_and_the_loraplus_learning_rates(tmp_path):
+    # run.json holds resolved settings (02 turns "auto" into a number): the summary prints them, never "auto"
+    summary = section(make_report(tmp_path / "a"), "Run summary")
+    assert "batch 8×1" in summary and "auto" not in summary
+    assert "LoRA+ ratio 16: A matrices at 0.001, B matrices at 0.016" in summary
+    plain = section(make_report(tmp_path / "b", ratio=1), "Run summary")
+    assert "plain LoRA" in plain and "LoRA+" not in plain
+
+
+def one_line_error(result, *words):
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert all(word in result.stderr for word in words), result.stderr
+
+
+@pytest.mark.parametrize("duplicate", ["greedy", "sample"])
+def test_duplicate_answers_are_refused_not_counted(tmp_path, duplicate):
+    # two 03 runs at once can append the same answer twice: 05 must stop rather than count it twice
+    out = tmp_path / "out"
+    rows = write_inputs(out)
+    again = next(r for r in rows if r["model"] == "ft5" and (r["sample"] is None) == (duplicate == "greedy"))
+    with (out / "generations.jsonl").open("a", encoding="utf-8") as f:
+        f.write(json.dumps(again, ensure_ascii=False) + "\n")
+    one_line_error(run_script("05_report.py", out=out), "generations.jsonl", "03_generate.py --force")
+    assert not (out / "report.md").exists()
+
+
+@pytest.mark.parametrize("name, content", [("run.json", ""), ("run.json", "garbage{"), ("run.json", "{}"),
+                                           ("run.json", "[1, 2]"), ("losses.json", ""), ("losses.json", "\x00\xff"),
+                                           ("losses.json", "{}"), ("losses.json", '{"train": [], "validation": 3}')])
+def test_damaged_run_files_give_one_line_naming_the_file(tmp_path, name, content):
+    out = tmp_path / "out"
+    write_inputs(out)
+    (out / "adapters" / "epochs5" / name).write_text(content, encoding="latin-1")
+    one_line_error(run_script("05_report.py", out=out), f"epochs5/{name}", "02_train.py")
+
+
+@pytest.mark.parametrize("name", ["generations.jsonl", "chatgpt.jsonl"])
+def test_an_empty_row_gives_file_and_line(tmp_path, name):
+    out = tmp_path / "out"
+    write_inputs(out, chatgpt=[chatgpt_row(p, ok=True) for p in NOVEL])
+    lines = (out / name).read_text("utf-8").splitlines(keepends=True)
+    (out / name).write_text("".join(lines[:2] + ["{}\n"] + lines[2:]), "utf-8")
+    one_line_error(run_script("05_report.py", out=out), f"{name}:3")
+
+
+def test_answers_missing_for_a_model_name_step_3(tmp_path):
+    out = tmp_path / "out"
+    rows = [r for r in write_inputs(out) if r["model"] != "ft1"]
+    (out / "generations.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    one_line_error(run_script("05_report.py", out=out), "ft1", "03_generate.py")
+
+
+def test_a_subset_of_the_runs_is_reported_without_the_others(tmp_path):
+    # `05 --epochs 1` needs only the 1-epoch run: the 5-epoch adapter may be gone, its answers may stay
+    out = tmp_path / "out"
+    write_inputs(out)
+    shutil.rmtree(out / "adapters" / "epochs5")
+    result = run_script("05_report.py", "--epochs", "1", out=out)
+    assert result.returncode == 0, result.stderr
+    text = (out / "report.md").read_text("utf-8")
+    assert "1-epoch fine-tune" in text and "5-epoch" not in text
+
+
+def test_a_failed_write_keeps_the_previous_report(tmp_path):
+    # A file-size limit stands in for a full disk (it holds for root too): the report, made large with long answers,
+    # cannot be written; the previous report.md must stay whole and no temporary file may be left.
+    out = tmp_path / "out"
+    rows = write_inputs(out)
+    assert run_script("05_report.py", out=out).returncode == 0
+    before = (out / "report.md").read_bytes()
+    for row in rows:
+        if row["model"] == "base":
+            row["output"] = "word " * 2000
+    (out / "generations.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    limit = 150_000  # above the loss plot (about 50 KB), below the new report (about 400 KB)
+    result = subprocess.run([sys.executable, "05_report.py", "--max-cell", "10000"], cwd=ROOT, capture_output=True,
+                            text=True, env={**os.environ, "EMOJI_OUT": str(out)}, timeout=300,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    one_line_error(result, "cannot write", "report.md")
+    assert (out / "report.md").read_bytes() == before
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
