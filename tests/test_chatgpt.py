@@ -2,8 +2,8 @@
 conftest.py), with a small fault-injecting proxy in front of it: rate limits, server errors, stalls, a server that goes
 away, 200 replies without an answer (empty choices, null or empty content, cut-off JSON, a captive portal's HTML page)
 and a reply trickled one byte at a time. Every test works in its own EMOJI_OUT folder holding a hand-made
-generations.jsonl; the prompts asked are common.NOVEL."""
-import ast
+generations.jsonl; the prompts asked are lib.prompts.NOVEL. Tests marked slow need the llama.cpp server;
+the others (settings, key checks, the manual CSV, a fake server made of the proxy alone) run in seconds."""
 import csv
 import http.client
 import http.server
@@ -19,14 +19,14 @@ from urllib.parse import urlsplit
 
 import pytest
 
-import common
+from lib import metrics, prompts
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "04_chatgpt.py"
 INSTRUCTION_START = "Respond only with emojis"
 INTERRUPTED = "interrupted - finished work is kept; run again to continue"
 
-PROMPTS = list(common.NOVEL)
+PROMPTS = list(prompts.NOVEL)
 # (prompt, 1-epoch answer, 5-epoch answer): hand-made step-3 outputs for the summary table and the report section
 NOVEL = list(zip(PROMPTS, ["🐶😊", "✈️❌", "🍪🎂👵", "⛈️🔌💡", "🏃🏅🎉"],
                   ["🐶❤️🏠", "✈️😭🧳", "🍪🎉", "⛈️💡😱", "Marathon 🏅 done"]))
@@ -128,6 +128,8 @@ class FaultProxy:
       "html"           200 with a captive portal's login page
       "trickle"        forward, then send the reply one byte every `trickle_s` seconds
       "echo_key"       400 whose message quotes the Authorization header, as some servers do
+      "echo_key_200"   200 made up here (no upstream needed): an emoji answer and a model name that quote the
+                       Authorization header, as a misbehaving server might
     `served_model`, when set, replaces the model name in every forwarded reply (the name the server reports).
     `port`: listen where an earlier proxy did (the server's address is part of an answer's provenance)."""
 
@@ -178,6 +180,12 @@ class FaultProxy:
                     return
                 if action == "html":
                     return self.reply(200, CAPTIVE_PORTAL, "text/html; charset=utf-8")
+                if action == "echo_key_200":
+                    said = self.headers.get("Authorization")
+                    message = {"role": "assistant", "content": f"🐶🎉 extra text for {said}"}
+                    data = {"id": "fake", "object": "chat.completion", "created": 0, "model": f"echo-{said}",
+                            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+                    return self.reply(200, json.dumps(data, ensure_ascii=False).encode())
                 status, data, content_type = self.forward(body)
                 if status == 200 and action in ("empty_choices", "null_content", "empty_content") or \
                         status == 200 and proxy.served_model:
@@ -250,7 +258,22 @@ def proxy(llama_server):
         p.stop()
 
 
+@pytest.fixture
+def fake():
+    """A FaultProxy with no server behind it, for plans that never forward (made-up replies, errors, no request)."""
+    made = []
+
+    def make(plan=(), **options):
+        made.append(FaultProxy("http://127.0.0.1:9/v1", plan, **options))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.stop()
+
+
 # ---------------------------------------------------------------- API mode: the happy path
+@pytest.mark.slow
 def test_happy_path_caches_five_answers_and_rerun_sends_nothing(out, llama_server, proxy):
     server = proxy()
     first = run(out, *FAST, key=llama_server.api_key, base_url=server.url)
@@ -273,6 +296,7 @@ def test_happy_path_caches_five_answers_and_rerun_sends_nothing(out, llama_serve
     assert_no_key(out, llama_server.api_key, first.stdout, first.stderr, again.stdout, forced.stdout, forced.stderr)
 
 
+@pytest.mark.slow
 def test_direct_to_server_without_proxy(out, llama_server):
     """The documented command: OPENAI_API_KEY=... OPENAI_BASE_URL=http://127.0.0.1:PORT/v1 python 04_chatgpt.py"""
     result = run(out, *FAST, key=llama_server.api_key, base_url=llama_server.base_url)
@@ -280,13 +304,12 @@ def test_direct_to_server_without_proxy(out, llama_server):
     rows = assert_complete(out)
     assert {r["base_url_host"] for r in rows} == {f"127.0.0.1:{llama_server.port}"}
     for row in rows:  # the extraction is consistent with the raw answer
-        import metrics
-
         assert row["emojis"] == "".join(metrics.emojis_of(row["answer"]))
         assert row["has_words"] == bool(metrics.words_leaked(row["answer"]))
     assert_no_key(out, llama_server.api_key, result.stdout, result.stderr)
 
 
+@pytest.mark.slow
 def test_label_names_the_served_model_and_the_host(out, llama_server, proxy):
     """llama.cpp echoes whatever model name it is asked for; the label must say what the server reports and where it
     runs, never "ChatGPT" for a server that is not api.openai.com."""
@@ -300,6 +323,7 @@ def test_label_names_the_served_model_and_the_host(out, llama_server, proxy):
         assert "ChatGPT" not in row["label"]
 
 
+@pytest.mark.slow
 def test_changed_settings_ask_again_and_dropped_prompts_go(out, llama_server, proxy):
     server = proxy()
     assert run(out, *FAST, key=llama_server.api_key, base_url=server.url).returncode == 0
@@ -320,6 +344,7 @@ def test_changed_settings_ask_again_and_dropped_prompts_go(out, llama_server, pr
 
 
 # ---------------------------------------------------------------- API mode: faults become retries or failures
+@pytest.mark.slow
 @pytest.mark.parametrize("fault, words", [
     ("empty_choices", ["no choices"]),
     ("null_content", ["no answer", "None"]),
@@ -343,6 +368,7 @@ def test_200_reply_without_an_answer_is_a_failure_and_asked_again(out, llama_ser
     assert_no_key(out, llama_server.api_key, first.stdout, first.stderr, rerun.stdout, rerun.stderr)
 
 
+@pytest.mark.slow
 def test_trickling_reply_is_cut_at_the_deadline(out, llama_server, proxy):
     """One byte every 0.5 s resets a per-read timeout forever (a reply of a few hundred bytes takes minutes); each
     attempt must end at --timeout-s of wall time, as a timeout the client retries."""
@@ -370,6 +396,7 @@ def test_trickling_reply_is_cut_at_the_deadline(out, llama_server, proxy):
     assert_complete(out)
 
 
+@pytest.mark.slow
 def test_server_stops_mid_run_then_rerun_asks_only_missing(out, llama_server, proxy):
     dying = proxy(plan=["ok", "ok", "down"])
     first = run(out, *FAST, "--max-retries", "1", key=llama_server.api_key, base_url=dying.url)
@@ -391,6 +418,7 @@ def test_server_stops_mid_run_then_rerun_asks_only_missing(out, llama_server, pr
     assert_no_key(out, llama_server.api_key, first.stdout, first.stderr, second.stdout, second.stderr)
 
 
+@pytest.mark.slow
 def test_all_requests_fail_exit_nonzero_and_every_row_failed(out, llama_server, proxy):
     server = proxy(plan=["500"] * 10)
     result = run(out, *FAST, "--max-retries", "1", key=llama_server.api_key, base_url=server.url)
@@ -401,11 +429,10 @@ def test_all_requests_fail_exit_nonzero_and_every_row_failed(out, llama_server, 
     assert [r["prompt"] for r in rows] == PROMPTS
     for row in rows:
         assert_failed(row, "InternalServerError 500")
-    text = section_of(out)
-    assert "failed (5 of 5)" in text and "not run" not in text, "the report says the requests failed"
-    assert_no_key(out, llama_server.api_key, result.stdout, result.stderr, text)
+    assert_no_key(out, llama_server.api_key, result.stdout, result.stderr)
 
 
+@pytest.mark.slow
 def test_rate_limit_is_retried_after_the_servers_delay(out, llama_server, proxy):
     server = proxy(plan=["429", "429"])
     result = run(out, *FAST, key=llama_server.api_key, base_url=server.url)
@@ -416,6 +443,7 @@ def test_rate_limit_is_retried_after_the_servers_delay(out, llama_server, proxy)
     assert_complete(out)
 
 
+@pytest.mark.slow
 def test_server_errors_exhaust_retries_record_failure_and_move_on(out, llama_server, proxy):
     server = proxy(plan=["500"] * 3)
     result = run(out, *FAST, "--max-retries", "2", key=llama_server.api_key, base_url=server.url)
@@ -435,6 +463,7 @@ def test_server_errors_exhaust_retries_record_failure_and_move_on(out, llama_ser
     assert [final[p] for p in PROMPTS[1:]] == rows[1:]
 
 
+@pytest.mark.slow
 def test_timeout_is_retried(out, llama_server, proxy):
     server = proxy(plan=["sleep"], sleep_s=6)
     # 3 s: well past a real answer of the small model (under a second), well short of the stall
@@ -445,6 +474,7 @@ def test_timeout_is_retried(out, llama_server, proxy):
     assert_complete(out)
 
 
+@pytest.mark.slow
 def test_bad_key_one_clear_line_no_retries(out, llama_server, proxy):
     server = proxy()
     wrong = "sk-wrong-0123456789abcdef"
@@ -457,6 +487,7 @@ def test_bad_key_one_clear_line_no_retries(out, llama_server, proxy):
     assert_no_key(out, wrong, result.stdout, result.stderr)
 
 
+@pytest.mark.slow
 def test_no_quota_one_clear_line(out, llama_server, proxy):
     server = proxy(plan=["quota"] * 2)
     result = run(out, *FAST, "--max-retries", "1", key=llama_server.api_key, base_url=server.url)
@@ -466,6 +497,7 @@ def test_no_quota_one_clear_line(out, llama_server, proxy):
     assert answers(out) == []
 
 
+@pytest.mark.slow
 def test_key_quoted_by_the_server_is_never_stored_or_printed(out, llama_server, proxy):
     server = proxy(plan=["echo_key"])
     result = run(out, *FAST, key=llama_server.api_key, base_url=server.url)
@@ -474,7 +506,13 @@ def test_key_quoted_by_the_server_is_never_stored_or_printed(out, llama_server, 
     assert_no_key(out, llama_server.api_key, result.stdout, result.stderr)
 
 
-@pytest.mark.parametrize("flag, value", [("--max-retries", "-1"), ("--timeout-s", "0"), ("--mode", "web")])
+@pytest.mark.parametrize("flag, value", [
+    ("--max-retries", "-1"), ("--timeout-s", "0"), ("--mode", "web"),
+    # upper bounds that make sense (issue 18): a 1e300 s timeout or a million retries is a typo, not a setting
+    ("--timeout-s", "1e300"), ("--timeout-s", "nan"), ("--timeout-s", "inf"), ("--max-retries", "1000"),
+    ("--max-tokens", "100000000"), ("--max-tokens", "1.5"),
+    ("--time", "5"),  # flags are never abbreviated (--time is not taken as --timeout-s)
+])
 def test_bad_setting_is_one_line_exit_2(out, flag, value):
     result = run(out, flag, value, key="sk-unused-123456", base_url="http://127.0.0.1:9/v1")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
@@ -490,6 +528,61 @@ def test_bad_base_url_is_one_line_exit_2(out, base_url):
     assert answers(out) == []
 
 
+def test_https_to_an_http_server_records_the_ssl_cause(out, fake):
+    """"Connection error." alone does not say that the URL's https meets a plain-http server: the cause is kept."""
+    server = fake()
+    url = server.url.replace("http://", "https://")
+    result = run(out, *FAST, "--max-retries", "0", key="sk-unused-123456789", base_url=url)
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = answers(out)
+    assert [r["prompt"] for r in rows] == PROMPTS
+    for row in rows:
+        assert_failed(row, "APIConnectionError", "Connection error.", "SSL")
+    failed_lines = [line for line in result.stdout.splitlines() if "FAILED" in line]
+    assert len(failed_lines) == 5 and all("SSL" in line for line in failed_lines), result.stdout
+
+
+@pytest.mark.parametrize("key", ["\u201csk-test-7d3f9a61c2e84b05a1f0\u201d",  # curly quotes, as a word processor pastes
+                                 '"sk-test-7d3f9a61c2e84b05a1f0"', "'sk-test-7d3f9a61c2e84b05a1f0'",
+                                 "sk-t\u00e9st-7d3f9a61c2e84b05a1f0", "sk-test-7d3f9a61\u200bc2e84b05a1f0",
+                                 "sk-test 7d3f9a61c2e84b05a1f0"])
+def test_pasted_key_with_quotes_or_odd_characters_is_refused_before_sending(out, fake, key):
+    server = fake()
+    result = run(out, key=key, base_url=server.url)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "OPENAI_API_KEY" in lines[0] and "Traceback" not in result.stderr, result.stderr
+    assert server.count == 0, "nothing is sent with a key the server can't read"
+    assert answers(out) == []
+    assert_no_key(out, "7d3f9a61", result.stdout, result.stderr)
+
+
+def test_key_echoed_in_a_200_answer_is_masked_everywhere(out, fake):
+    key = "sk-test-7d3f9a61c2e84b05a1f0"
+    server = fake(plan=["echo_key_200"] * 5)
+    result = run(out, key=key, base_url=server.url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = answers(out)
+    assert len(rows) == 5
+    for row in rows:
+        assert row["status"] == "ok" and row["answer"] == "🐶🎉 extra text for Bearer ***"
+        assert row["served_model"] == "echo-Bearer ***" and row["label"] == f"echo-Bearer *** at 127.0.0.1:{server.port}"
+    assert "not masked" not in result.stdout
+    assert_no_key(out, key, result.stdout, result.stderr)
+
+
+def test_short_dummy_key_is_not_masked_and_says_so_once(out, fake):
+    """A local server's dummy key `x` is no secret: masking every x would garble every answer and message."""
+    server = fake(plan=["500"] + ["echo_key_200"] * 4)
+    result = run(out, "--max-retries", "0", key="x", base_url=server.url)
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = answers(out)
+    assert_failed(rows[0], "InternalServerError 500", "injected 500 for Bearer x")
+    assert [r["answer"] for r in rows[1:]] == ["🐶🎉 extra text for Bearer x"] * 4
+    assert result.stdout.count("not masked") == 1 and "***" not in result.stdout + result.stderr
+
+
+@pytest.mark.slow
 def test_ctrl_c_keeps_received_answers(out, llama_server, proxy):
     server = proxy(plan=["ok", "sleep"], sleep_s=30)
     # As in a terminal: a background job of a non-interactive shell (a CI runner's) inherits SIGINT ignored.
@@ -561,6 +654,49 @@ def test_manual_csv_is_imported_once_and_updates_replace(out):
     assert final[PROMPTS[0]]["answer"] == "🐕🎉" and final[PROMPTS[2]]["emojis"] == "💻🔋❌"
 
 
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_manual_csv_separated_by_semicolons_or_tabs_is_imported(out, sep):
+    """Spreadsheets in many locales save CSV with ';'; a tab-separated paste is common too."""
+    responses = out.parent / "responses.csv"
+    with responses.open("w", encoding="utf-8-sig", newline="") as f:
+        csv.writer(f, delimiter=sep).writerows([["Prompt", "Answer"], [PROMPTS[0], "🐶🥰, 🏡"], [PROMPTS[1], "✈️❌"]])
+    result = run(out, "--manual-csv", str(responses))
+    assert result.returncode == 0, result.stderr
+    assert [(r["prompt"], r["answer"]) for r in answers(out)] == [(PROMPTS[0], "🐶🥰, 🏡"), (PROMPTS[1], "✈️❌")]
+    assert "imported 2 new" in result.stdout
+
+
+@pytest.mark.parametrize("content, found", [
+    (f"text,answer\n{PROMPTS[0]},🐶\n", "'text', 'answer'"),
+    (f"prompt,emojis\n{PROMPTS[0]},🐶\n", "'prompt', 'emojis'"),
+    ("", "none"),
+])
+def test_manual_csv_without_its_columns_says_which_it_has(out, content, found):
+    responses = out.parent / "responses.csv"
+    responses.write_text(content, encoding="utf-8")
+    result = run(out, "--manual-csv", str(responses))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and found in lines[0] and "needed: prompt" in lines[0] and "answer" in lines[0], lines
+    assert answers(out) == []
+
+
+def test_paste_sheet_and_template_are_replaced_whole(out):
+    """Written to a temporary file and renamed into place, never truncated and rewritten where they stand."""
+    sheet, template = out / "chatgpt_prompts.md", out / "chatgpt_responses_template.csv"
+    sheet.write_text("old sheet", encoding="utf-8")
+    template.write_text("old template", encoding="utf-8")
+    before = {path: path.stat().st_ino for path in (sheet, template)}
+    links = {path: out.parent / f"link-{path.name}" for path in before}
+    for path, link in links.items():
+        os.link(path, link)  # a second name for the old file: it must keep the old content
+    assert run(out).returncode == 0
+    for path, link in links.items():
+        assert path.stat().st_ino != before[path] and link.read_text(encoding="utf-8").startswith("old ")
+    assert sheet.read_text(encoding="utf-8").startswith("# Task 3")
+    assert template.read_bytes().startswith(b"\xef\xbb\xbfprompt,answer,model"), "a BOM, for spreadsheet programs"
+
+
 def test_relative_manual_csv_is_read_from_the_current_directory(out, tmp_path):
     here = tmp_path / "somewhere" / "else"
     here.mkdir(parents=True)
@@ -578,77 +714,3 @@ def test_missing_generations_names_step_3(tmp_path):
     assert result.returncode != 0
     assert "03_generate.py" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
-
-# ---------------------------------------------------------------- the report's Task 3 section
-def report_section():
-    """chatgpt_section and its _chatgpt_* helpers from 05_report.py, without running the whole script (which needs
-    trained adapters); they use only common, metrics and tabulate."""
-    import common
-    import metrics
-    from tabulate import tabulate
-
-    tree = ast.parse((ROOT / "05_report.py").read_text(encoding="utf-8"))
-    wanted = [node for node in tree.body if isinstance(node, ast.FunctionDef)
-              and (node.name == "chatgpt_section" or node.name.startswith("_chatgpt"))]
-    namespace = {"common": common, "metrics": metrics, "tabulate": tabulate}
-    exec(compile(ast.Module(body=wanted, type_ignores=[]), "05_report.py", "exec"), namespace)
-    return namespace["chatgpt_section"]
-
-
-def section_of(out):
-    generations = [json.loads(line) for line in (out / "generations.jsonl").read_text(encoding="utf-8").splitlines()]
-    text = report_section()(generations, answers(out))
-    (out / "report_task3.md").write_text(text, encoding="utf-8")  # so assert_no_key checks the report too
-    return text
-
-
-def table_rows(text):
-    """The body rows of every Markdown table in text, as lists of stripped cells (no escaped pipes in these)."""
-    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
-            if line.startswith("| ") and not line.startswith(("| prompt", "| model"))]
-
-
-def test_report_section_with_api_answers(out, llama_server):
-    result = run(out, *FAST, key=llama_server.api_key, base_url=llama_server.base_url)
-    assert result.returncode == 0, result.stderr
-    text = section_of(out)
-    assert text.startswith("## Task 3") and "not run" not in text
-    rows = {r["prompt"]: r for r in answers(out)}
-    body = table_rows(text)
-    for (prompt, ft1, ft5), cells in zip(NOVEL, body):
-        assert cells[:3] == [prompt, ft1, ft5]
-        assert cells[3].startswith(" ".join(rows[prompt]["answer"].split())[:40])
-        assert cells[3].endswith("⚠️words") == rows[prompt]["has_words"]
-    label = f"gpt-4o-mini at 127.0.0.1:{llama_server.port}"  # the name llama.cpp reports, and where it runs
-    assert f"**{label}**" in text and "ChatGPT gpt-4o-mini" not in text
-    figures = {cells[0]: cells[1:] for cells in body[5:]}
-    assert figures["1-epoch fine-tune"][:3] == ["5/5 (100%)", "2.6", "13"]
-    assert figures["5-epoch fine-tune"][:4] == ["4/5 (80%)", "2.4", "12", "1"]
-    chatgpt_only = sum(r["emoji_only"] for r in rows.values())
-    assert figures[label][0] == f"{chatgpt_only}/5 ({chatgpt_only / 5:.0%})"
-    assert figures[label][3] == str(sum(r["has_words"] for r in rows.values()))
-    assert "### Task 3 comparison (draft - edit this)" in text
-    for aspect in ("Quality", "Relevance", "Creativity", "Generalisation"):
-        assert f"**{aspect}**" in text
-    assert_no_key(out, llama_server.api_key, text, result.stdout)
-
-
-def test_report_section_not_run_says_how(out):
-    assert run(out).returncode == 0
-    text = section_of(out)
-    assert "**not run**" in text
-    assert "OPENAI_API_KEY" in text and "OPENAI_BASE_URL" in text, "API mode explained"
-    assert "chatgpt_prompts.md" in text and "data/chatgpt_responses.csv" in text, "paste-sheet mode explained"
-    assert len(table_rows(text)) == 5 + 2, "the fine-tunes' answers are still shown, plus their figures"
-
-
-def test_report_section_with_manual_answers(out):
-    responses = out.parent / "responses.csv"
-    responses.write_text(f"prompt,answer\n{PROMPTS[0]},🐶🥰🏡\n{PROMPTS[1]},Boom! 🌋🧺\n", encoding="utf-8")
-    assert run(out, "--manual-csv", str(responses)).returncode == 0
-    text = section_of(out)
-    assert "2 answer(s) pasted by hand from ChatGPT (web)" in text
-    assert "3 prompt(s) have no ChatGPT answer yet" in text
-    body = table_rows(text)
-    assert [cells[3] for cells in body[:5]] == ["🐶🥰🏡", "Boom! 🌋🧺 ⚠️words", "—", "—", "—"]
-    assert [cells[4] for cells in body[:2]] == ["✅✅✅", "✅✅❌"]
