@@ -52,13 +52,13 @@ store.lock("02_train")
 dataset_stamp = rawdata.dataset_stamp()
 
 # ---- the settings each run is made of, every auto resolved; run.json and the fingerprint record exactly these
-name = models.resolve(MODEL)
-auto_values = models.auto_settings(name)
-resolved = {k: auto_values.get(k, v) if v == "auto" else settings.value(v) for k, v in vars(args).items() if k.isupper()}
+auto_values = models.auto_settings(name := models.resolve(MODEL))
+resolved = {k: auto_values.get(k, v) if v == "auto" else settings.value(v)
+            for k, v in vars(args).items() if k.isupper()}
 # Recorded: what changes a run. Not which runs to make or export, not OPTIM under LoRA+ (it brings its own AdamW), not
 # the patience without early stopping.
-unused = {"EPOCHS", "EXPORT", *(["OPTIM"] if resolved["LORAPLUS_RATIO"] != 1 else []),
-          *([] if EARLY_STOPPING else ["EARLY_STOPPING_PATIENCE"])}
+unused = {"EPOCHS", "EXPORT", "OPTIM" if resolved["LORAPLUS_RATIO"] != 1 else "",
+          "" if EARLY_STOPPING else "EARLY_STOPPING_PATIENCE"}
 resolved = {k: v for k, v in resolved.items() if k not in unused}
 stamps = {e: store.make_stamp({**resolved, "epochs": e}, {"dataset": dataset_stamp["fingerprint"]})
           for e in settings.parse_epochs(EPOCHS)}
@@ -93,7 +93,7 @@ from trl import SFTConfig, SFTTrainer  # noqa: E402
 start = time.time()
 set_seed(SEED)
 model, tokenizer, prompt_format = models.load(name, MAX_SEQ_LENGTH)
-load_seconds = time.time() - start
+load_seconds = round(time.time() - start, 1)
 longest = models.longest(tokenizer, data["train"], MAX_SEQ_LENGTH)  # one line, exit 2, if MAX_SEQ_LENGTH is too short
 model = models.add_lora(model, name, LORA_R, LORA_ALPHA, LORA_DROPOUT, [t.strip() for t in LORA_TARGETS.split(",")],
                         None if LORA_LAYERS == "all" else settings.parse_range(LORA_LAYERS), SEED)
@@ -143,8 +143,7 @@ for epochs in todo:
         store.write_json(work / "losses.json", losses)
         store.write_json(work / "run.json", {
             "model": name, **models.run_facts(name), "epochs": epochs, "epochs_trained": history[-1]["epoch"],
-            "steps": result.global_step, "train_seconds": round(train_seconds, 1),
-            "load_seconds": round(load_seconds, 1),
+            "steps": result.global_step, "train_seconds": round(train_seconds, 1), "load_seconds": load_seconds,
             **sizes, "prompt_format": prompt_format, "learning_rates": rates,
             "final_train_loss": losses["train"][-1]["loss"],
             "validation_losses": [v["loss"] for v in losses["validation"]], "settings": stamps[epochs]["settings"],

