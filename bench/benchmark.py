@@ -3,12 +3,12 @@ same LoRA settings, same data, one after the other on one machine (issues 5 and 
 
     python bench/benchmark.py                                  # unsloth then plain, 01 -> 05 each, cold caches
     python bench/benchmark.py --paths unsloth-fp16             # the fp16 path (as on a T4), real Llama-2 vocabulary
-    python bench/benchmark.py --paths unsloth --label no-compile --train-args "--cuda-graphs false" \\
-        --env UNSLOTH_COMPILE_DISABLE=1                        # a variant: its own name, its own cold caches
+    python bench/benchmark.py --paths unsloth --label no-compile --env EMOJI_COMPILE=false
+                                                               # a variant: its own name, its own cold caches
     python bench/benchmark.py --paths unsloth,unsloth          # the second run meets the first one's warm caches
     python bench/benchmark.py --table OUT/bench_unsloth.json OUT/bench_plain.json   # the table of earlier results
 
-Paths: unsloth (the defaults), plain (EMOJI_NO_UNSLOTH=1: common.load_model loads bitsandbytes nf4 and 02 adds the
+Paths: unsloth (the defaults), plain (EMOJI_NO_UNSLOTH=1: lib.models.load loads bitsandbytes nf4 and 02 adds the
 same LoRA adapters through PEFT), and -fp16 of either (BENCH_FP16=1: torch reports bf16 as unsupported, so the scripts
 train and generate in fp16, as they do on a T4). Each run goes through all five scripts in fresh processes, exactly
 as a user runs them, with its own EMOJI_OUT and its own compile caches (inductor, Triton, Unsloth's mega-cache),
@@ -285,8 +285,10 @@ def main():
     ap.add_argument("--label", default="", help="appended to each run's name (a variant: its own results and caches)")
     ap.add_argument("--scripts", default="01,02,03,04,05", help="which scripts each run goes through")
     ap.add_argument("--epochs", default="", help="02/03/05's EPOCHS (default: theirs, 1 and 5)")
-    ap.add_argument("--train-args", default="", help="more arguments for 02_train.py, e.g. '--cuda-graphs false'")
-    ap.add_argument("--env", action="append", default=[], help="KEY=VALUE for every script (repeatable)")
+    ap.add_argument("--train-args", default="", help="more arguments for 02_train.py, e.g. '--max-steps 50'")
+    ap.add_argument("--env", action="append", default=[], help="KEY=VALUE for every script (repeatable), e.g. "
+                    "EMOJI_COMPILE=false: 02's compile + CUDA graphs off (true: on), whatever models.speed_plan() "
+                    "would choose")
     ap.add_argument("--model", default="/tmp/llama2-7b-shaped")
     ap.add_argument("--work", default="/tmp/emoji-bench", help="each run's outputs and caches go under here")
     ap.add_argument("--out", default=None, help="logs, events and bench_<run>.json (default: WORK/results; each "

@@ -2,9 +2,9 @@
 
     BENCH_EVENTS=events.json python bench/instrument.py 02_train.py --model /tmp/llama2-7b-shaped [...]
 
-Records (seconds since this process started): each common.load_model call, every training step (with CUDA
+Records (seconds since this process started): each lib.models.load call, every training step (with CUDA
 synchronised at its start and end, so a step's time is its GPU work) with its batch shape and real (unpadded) tokens,
-train begin/end, each common.generate call. Switches:
+train begin/end, each lib.models.generate call. Switches:
   BENCH_FP16=1          torch reports bf16 as unsupported, so the scripts take their fp16 path, as on a T4
                         (Unsloth's own kernels still see an H100: this is the project's fp16 path, not a T4);
 For 02_train.py:
@@ -34,7 +34,7 @@ ev = {"argv": sys.argv[1:], "loads": [], "runs": [], "generate": [], "notes": []
 if os.environ.get("BENCH_FP16") == "1":
     import torch
 
-    def no_bf16(device=None, including_emulation=True):  # what common.train_dtype asks
+    def no_bf16(device=None, including_emulation=True):  # what lib.models.train_dtype asks
         return False
 
     # torch's own signature: Unsloth re-wraps the probe at import and keeps the keyword only if the signature has it
@@ -57,12 +57,13 @@ def sync():
         torch.cuda.synchronize()
 
 
-import common  # noqa: E402  (the scripts' own module object: the wrappers below are what they call)
+# The scripts' own module objects: they call models.load(...), so the wrappers below are what they call.
+from lib import models, prompts, store  # noqa: E402
 
-_import_unsloth = common.import_unsloth_if_used
+_import_unsloth = models.import_unsloth
 
 
-def import_unsloth_if_used(*args, **kwargs):
+def import_unsloth(*args, **kwargs):
     """The script's own Unsloth import (with its own switches), timed; the trainer hooks below import transformers,
     so they are installed only after it."""
     t = now()
@@ -72,45 +73,46 @@ def import_unsloth_if_used(*args, **kwargs):
     install_recorder()
 
 
-common.import_unsloth_if_used = import_unsloth_if_used
+models.import_unsloth = import_unsloth
 
-_load = common.load_model
+_load = models.load
 _tokenizer_holder = [None]  # 03 keeps its tokenizer to itself; the loss check needs it
 
 
-def load_model(*args, **kwargs):
-    install_recorder()  # in case the script imported its trainer without import_unsloth_if_used
+def load(*args, **kwargs):
+    install_recorder()  # in case the script imported its trainer without models.import_unsloth
     start = now()
-    model, tokenizer = _load(*args, **kwargs)
+    model, tokenizer, prompt_format = _load(*args, **kwargs)
     _tokenizer_holder[0] = tokenizer
-    ev["loads"].append({"start": start, "end": now(), "dtype": str(model.dtype)})
+    ev["loads"].append({"start": start, "end": now(), "dtype": str(model.dtype), "prompt_format": prompt_format})
     dump()
-    return model, tokenizer
+    return model, tokenizer, prompt_format
 
 
-common.load_model = load_model
+models.load = load
 
-_generate = common.generate
+_generate = models.generate
 
 
-def generate(model, tokenizer, prompts, max_new_tokens, batch_size=16, **kwargs):
+def generate(model, tokenizer, texts, max_new_tokens, batch_size=16, sample=None, desc="generating"):
+    """models.generate's own signature (03 passes batch_size and sample by position); sample None is greedy."""
     sync()
     start = now()
-    out = _generate(model, tokenizer, prompts, max_new_tokens, batch_size=batch_size, **kwargs)
+    out = _generate(model, tokenizer, texts, max_new_tokens, batch_size, sample, desc=desc)
     sync()
-    ev["generate"].append({"start": start, "s": round(now() - start, 3), "prompts": len(prompts),
+    ev["generate"].append({"start": start, "s": round(now() - start, 3), "prompts": len(texts),
                            "max_new_tokens": max_new_tokens, "batch_size": batch_size,
-                           "do_sample": kwargs.get("do_sample", False), "desc": kwargs.get("desc")})
+                           "do_sample": sample is not None, "sample": sample, "desc": desc})
     dump()
     return out
 
 
-common.generate = generate
+models.generate = generate
 
-_prepare = common.prepare_for_inference
+_for_inference = models.for_inference
 
 
-def prepare_for_inference(model):
+def for_inference(model):
     ref = os.environ.get("BENCH_REF_ADAPTER")
     if ref and Path(ref, "adapter_config.json").exists():
         try:
@@ -118,17 +120,17 @@ def prepare_for_inference(model):
         except Exception as exc:  # a failed check must not cost the benchmark
             ev["loss_check"] = {"error": repr(exc)[:500]}
         dump()
-    return _prepare(model)
+    return _for_inference(model)
 
 
-common.prepare_for_inference = prepare_for_inference
+models.for_inference = for_inference
 
 
 def chat_tokens(tokenizer, messages):
     """(input_ids, labels) of one chat example: the whole conversation in the model's chat template, the loss on
     what follows the prompt (the answer and the template's end of turn), as in training."""
     full = tokenizer.apply_chat_template(messages, tokenize=False)
-    prompt = common.render_prompt(tokenizer, messages[:-1])
+    prompt = prompts.render(tokenizer, messages[:-1])
     ids = tokenizer(full, add_special_tokens=False)["input_ids"]
     n = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     return ids, [-100] * n + ids[n:]
@@ -139,7 +141,7 @@ def fixed_batch_loss(model, ref):
     from datasets import load_from_disk
 
     tokenizer = _tokenizer_holder[0]
-    messages = load_from_disk(str(common.DATASET_DIR))["validation"]["messages"][:16]
+    messages = load_from_disk(str(store.DATASET_DIR))["validation"]["messages"][:16]
     rows = [chat_tokens(tokenizer, m) for m in messages]
     width = max(len(ids) for ids, _ in rows)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id)
@@ -151,7 +153,7 @@ def fixed_batch_loss(model, ref):
     device = next(model.parameters()).device
     model.load_adapter(ref, adapter_name="ref")
     model.set_adapter("ref")
-    with torch.no_grad(), torch.autocast(device.type, dtype=common.train_dtype(), enabled=device.type == "cuda"):
+    with torch.no_grad(), torch.autocast(device.type, dtype=models.train_dtype(), enabled=device.type == "cuda"):
         loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
     return {"adapter": str(ref), "loss": float(loss), "examples": len(rows),
             "answer_tokens": int((labels != -100).sum())}
@@ -269,16 +271,16 @@ dump()
 compare = int(os.environ.get("BENCH_GEN_COMPARE", "0"))
 if g is not None and compare and "prompt_sets" in g:
     model, tokenizer = g["model"], g["tokenizer"]
-    prompts = [g["model_input"](name, item[0]) for name, items in g["prompt_sets"].items() if name != "general"
-               for item in items]
+    texts = [g["model_input"](name, item[0]) for name, items in g["prompt_sets"].items() if name != "general"
+             for item in items]
     if "ft1" in getattr(model, "peft_config", {}):
         model.set_adapter("ft1")
-    budget, batch_size = g["max_new_tokens"], g["BATCH_SIZE"]
-    result = {"prompts": len(prompts), "max_new_tokens": budget}
-    for name, size, subset in (("batched", batch_size, prompts), ("one_at_a_time", 1, prompts[:compare])):
+    budget, batch_size = g["budget"], g["BATCH_SIZE"]  # 03's emoji-answer token budget
+    result = {"prompts": len(texts), "max_new_tokens": budget}
+    for name, size, subset in (("batched", batch_size, texts), ("one_at_a_time", 1, texts[:compare])):
         sync()
         start = time.time()
-        outs = common.generate(model, tokenizer, subset, max_new_tokens=budget, batch_size=size, desc=name)
+        outs = models.generate(model, tokenizer, subset, max_new_tokens=budget, batch_size=size, desc=name)
         sync()
         seconds = time.time() - start
         result[name] = {"prompts": len(subset), "batch_size": size, "s": round(seconds, 2),

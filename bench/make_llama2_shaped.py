@@ -27,12 +27,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-import common  # noqa: E402
+from lib import prompts, store  # noqa: E402
 
 VOCAB_SDIST = "llama-cpp-python==0.3.36"
 VOCAB_GGUF = "ggml-vocab-llama-spm.gguf"
 VOCAB_SHA256 = "16c3724582d59aa8bf84711894e833f916ee46a31d80e21312759c48bf8d0e69"  # of 0.3.36's copy
-VOCAB_DIR = common.CACHE_DIR / "llama2-vocab"  # the GGUF, and tokenizer/ converted from it
+VOCAB_DIR = store.CACHE_DIR / "llama2-vocab"  # the GGUF, and tokenizer/ converted from it
 
 FULL = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
             num_key_value_heads=32)
@@ -85,10 +85,10 @@ def example_lengths(tokenizer):
     import csv
 
     tokenizer = copy.deepcopy(tokenizer)
-    common.ensure_chat_template(tokenizer)  # what the scripts give a tokenizer without a template of its own
-    with common.RAW_CSV.open(encoding="utf-8") as f:
+    prompts.ensure_chat_template(tokenizer)  # what the scripts give a tokenizer without a template of its own
+    with store.RAW_CSV.open(encoding="utf-8") as f:
         pairs = [(row["text"], row["emoji"]) for row in csv.DictReader(f)]
-    texts = [tokenizer.apply_chat_template(common.emoji_messages(s, e), tokenize=False) for s, e in pairs]
+    texts = [tokenizer.apply_chat_template(prompts.emoji_messages(s, e), tokenize=False) for s, e in pairs]
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
@@ -128,7 +128,7 @@ def main():
     if args.vocab_only:
         tokenizer = llama2_tokenizer(Path(args.vocab_dir))
         lengths = example_lengths(tokenizer)
-        print(f"{common.display(Path(args.vocab_dir))}: {len(tokenizer)} tokens; data/emoji_pairs.csv examples "
+        print(f"{store.display(Path(args.vocab_dir))}: {len(tokenizer)} tokens; data/emoji_pairs.csv examples "
               f"{sum(lengths) / len(lengths):.1f} tokens on average, {max(lengths)} at most")
         return
 

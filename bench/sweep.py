@@ -1,8 +1,8 @@
 """Settings sweep for a model's fine-tune, judged on held-out quality (validation F1), not on training loss.
 
 Each configuration is one run of the project's own 02_train.py (in its own outputs folder, sharing one dataset), then
-greedy answers to the whole validation split from every adapter, scored with metrics.compare. The test split is never
-read. Prints one table (configuration, epochs, validation loss, emoji-only, F1 and soft F1 with 95% intervals) and
+greedy answers to the whole validation split from every adapter, scored with lib.metrics.compare. The test split is
+never read. Prints one table (configuration, epochs, validation loss, emoji-only, F1 and soft F1 with 95% intervals) and
 writes it as JSON. Usage (from the repo root; the dataset must exist, run 01 first):
 
     python bench/sweep.py --model embedded --out outputs/sweep [--only NAME,NAME]
@@ -98,23 +98,23 @@ def train(name, flags, epochs, model, work):
 def evaluate(model_name, adapters, validation):
     """Greedy answers of each adapter to the validation sentences and to the non-emoji questions (asked without the
     emoji instruction): {adapter: ([validation answers], [general answers])}."""
-    import common
     from peft import PeftModel
     from transformers import AutoTokenizer
 
+    from lib import models, prompts
+
     tokenizer = AutoTokenizer.from_pretrained(str(next(iter(adapters.values()))))
-    budget = common.answer_budget(tokenizer, [e for _, e in validation], 8)
-    prompts = [common.render_prompt(tokenizer, common.emoji_messages(s)) for s, _ in validation]
-    general = [common.render_prompt(tokenizer, common.plain_messages(q)) for q in common.GENERAL]
-    model, _ = common.load_model(model_name)
+    budget = models.answer_budget(tokenizer, [e for _, e in validation], 8)
+    texts = [prompts.render(tokenizer, prompts.emoji_messages(s)) for s, _ in validation]
+    general = [prompts.render(tokenizer, prompts.plain_messages(q)) for q in prompts.GENERAL]
+    model, _, _ = models.load(model_name)
     answers = {}
     for key, path in adapters.items():
         peft = PeftModel.from_pretrained(model, str(path), adapter_name="a")
         peft.eval()
-        common.prepare_for_inference(peft)
-        answers[key] = ([text for text, _ in common.generate(peft, tokenizer, prompts, budget, batch_size=64,
-                                                             desc=key)],
-                        [text for text, _ in common.generate(peft, tokenizer, general, 96, batch_size=8, desc=key)])
+        models.for_inference(peft)
+        answers[key] = ([text for text, _ in models.generate(peft, tokenizer, texts, budget, batch_size=64, desc=key)],
+                        [text for text, _ in models.generate(peft, tokenizer, general, 96, batch_size=8, desc=key)])
         model = peft.unload()  # back to the plain base model for the next adapter
     return answers
 
@@ -129,21 +129,21 @@ def main():
                         "GPU mostly idle, so several runs share it well)")
     args = parser.parse_args()
 
-    import common
-    import metrics
     from datasets import load_from_disk
     from tabulate import tabulate
 
+    from lib import metrics, models, store
+
     work = Path(args.out).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(common.DATASET_DIR, work / "dataset", dirs_exist_ok=True)
+    shutil.copytree(store.DATASET_DIR, work / "dataset", dirs_exist_ok=True)
     data = load_from_disk(str(work / "dataset"))
     validation = list(zip(data["validation"]["sentence"], data["validation"]["emojis"]))
     names = [n for n in CONFIGS if not args.only or n in args.only.split(",")]
     from concurrent.futures import ThreadPoolExecutor
 
-    if common.resolve_model(args.model) == common.EMBEDDED:
-        common._load_embedded()  # the one-time GGUF conversion, before the runs that read its result
+    if models.resolve(args.model) == models.EMBEDDED:
+        models._embedded_copy()  # the one-time GGUF conversion, before the runs that read its result
 
     with ThreadPoolExecutor(args.parallel) as pool:
         list(pool.map(lambda n: train(n, CONFIGS[n][0] + args.extra.split(), CONFIGS[n][1], args.model, work),
@@ -164,8 +164,9 @@ def main():
         f1 = [s["f1"] for s in scores]
         soft = [s["soft_f1"] for s in scores]
         run = runs[key]
+        # run.json's settings are 02's resolved constants (UPPER_CASE, no "auto" left).
         result = {"config": key, "flags": CONFIGS[key.split(" / ")[0]][0], "epochs": run["epochs"],
-                  "learning_rate": run["settings"]["learning_rate"], "validation_loss": run["validation_losses"][-1],
+                  "learning_rate": run["settings"]["LEARNING_RATE"], "validation_loss": run["validation_losses"][-1],
                   "emoji_only": only / len(texts), "f1": sum(f1) / len(f1), "f1_ci": metrics.bootstrap_interval(f1),
                   "soft_f1": sum(soft) / len(soft), "train_seconds": run["train_seconds"], "n": len(texts),
                   "general_leak": leak / len(general), "general_answers": general}

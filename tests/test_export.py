@@ -1,6 +1,7 @@
-"""export.py with the embedded model: a small LoRA adapter (a few optimizer steps on emoji pairs, saved the way 02 saves
-one) exported as merged weights and as a GGUF served by llama-cpp-python's real server on 127.0.0.1. Both must give
-the adapter's own greedy answers (computed as 03 computes them) to the KNOWN prompts, asked in the training format."""
+"""lib/export.py with the embedded model: a small LoRA adapter (a few optimizer steps on emoji pairs, saved the way 02
+saves one) exported as merged weights and as a GGUF served by llama-cpp-python's real server on 127.0.0.1. Both must
+give the adapter's own greedy answers (computed as 03 computes them) to the KNOWN prompts, asked in the training
+format."""
 import csv
 import json
 import shutil
@@ -14,9 +15,7 @@ from datetime import datetime, timezone
 import pytest
 from conftest import LLAMA_SERVER_START_S, ROOT, free_port
 
-import common
-import export
-import metrics
+from lib import export, metrics, models, prompts, store
 
 MAX_NEW_TOKENS = 24  # 03's MAX_NEW_TOKENS
 TRAIN_STEPS, BATCH, PAIRS = 16, 4, 16  # enough for emoji answers to the KNOWN prompts, ~30 s on the busy 2-core machine
@@ -39,25 +38,24 @@ def one_torch_thread():
 def adapter(tmp_path_factory):
     """An adapter folder shaped like 02's outputs/adapters/epochs1 (PEFT files, tokenizer, run.json with a stamp)."""
     import torch
-    from peft import LoraConfig, get_peft_model
-
     torch.manual_seed(0)
-    model, tokenizer = common.load_model(common.EMBEDDED)
-    with (common.DATA_DIR / "emoji_pairs.csv").open(encoding="utf-8") as f:
+    model, tokenizer, _ = models.load(models.EMBEDDED)
+    with store.RAW_CSV.open(encoding="utf-8") as f:
         pairs = [(row["text"], row["emoji"]) for row in csv.DictReader(f)]
-    pairs = [p for p in pairs if p[0] in common.KNOWN] + [p for p in pairs if p[0] not in common.KNOWN][:PAIRS - 5]
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, task_type="CAUSAL_LM",
-                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                                             "up_proj", "down_proj"]))
+    pairs = [p for p in pairs if p[0] in prompts.KNOWN] + [p for p in pairs if p[0] not in prompts.KNOWN][:PAIRS - 5]
+    # The adapters 02 adds (models.add_lora), on every linear layer of every block.
+    model = models.add_lora(model, models.EMBEDDED, r=8, alpha=16, dropout=0.0,
+                            targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                            layers=None, seed=0)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
     model.train()
     for step in range(TRAIN_STEPS):
         batch = [pairs[(step * BATCH + k) % len(pairs)] for k in range(BATCH)]
         ids, labels = [], []
         for sentence, emojis in batch:  # loss on the answer only, as 02 trains
-            prompt = tokenizer(common.render_prompt(tokenizer, common.emoji_messages(sentence)),
+            prompt = tokenizer(prompts.render(tokenizer, prompts.emoji_messages(sentence)),
                                add_special_tokens=False)["input_ids"]
-            full = tokenizer(tokenizer.apply_chat_template(common.emoji_messages(sentence, emojis), tokenize=False),
+            full = tokenizer(tokenizer.apply_chat_template(prompts.emoji_messages(sentence, emojis), tokenize=False),
                              add_special_tokens=False)["input_ids"]
             ids.append(full)
             labels.append([-100] * len(prompt) + full[len(prompt):])
@@ -76,24 +74,28 @@ def adapter(tmp_path_factory):
 
 
 def write_run(path, tag):
-    """run.json as 02 writes it, as far as the export reads it."""
-    stamp = common.make_stamp({"test": tag}, {"dataset": "none"})
-    common.write_json(path / "run.json", {"model": common.EMBEDDED, "unsloth": False, "stamp": stamp,
-                                          "finished_at": datetime.now(timezone.utc).isoformat()})
+    """run.json as 02 writes it, as far as the export reads it: the model, whether Unsloth trained it, the finish
+    time and the stamp (resolved settings, dataset fingerprint, the sizes of the adapter's files)."""
+    stamp = store.make_stamp({"MODEL": models.EMBEDDED, "test": tag}, {"dataset": "none"}, folder=path,
+                             skip=("run.json",))
+    store.write_json(path / "run.json", {"model": models.EMBEDDED, "unsloth": False, "stamp": stamp,
+                                         "settings": stamp["settings"],
+                                         "finished_at": datetime.now(timezone.utc).isoformat()})
 
 
 @pytest.fixture(scope="module")
 def reference(adapter):
-    """03's greedy answers from the adapter: base model + PeftModel, the chat template, common.generate."""
+    """03's greedy answers from the adapter: base model + PeftModel, the chat template, models.generate."""
     from peft import PeftModel
 
-    model, tokenizer = common.load_model(common.EMBEDDED)
+    model, tokenizer, _ = models.load(models.EMBEDDED)
     model = PeftModel.from_pretrained(model, str(adapter))
-    prompts = [common.render_prompt(tokenizer, common.emoji_messages(p)) for p in common.KNOWN]
-    answers = [a for a, _ in common.generate(model, tokenizer, prompts, MAX_NEW_TOKENS)]
+    models.for_inference(model)
+    texts = [prompts.render(tokenizer, prompts.emoji_messages(p)) for p in prompts.KNOWN]
+    answers = [a for a, _ in models.generate(model, tokenizer, texts, MAX_NEW_TOKENS)]  # sample=None: greedy
     # The comparison means something only if the fine-tune answers in emojis.
     assert sum(bool(metrics.emojis_of(a)) for a in answers) >= 4, answers
-    return dict(zip(common.KNOWN, answers))
+    return dict(zip(prompts.KNOWN, answers))
 
 
 @pytest.fixture(scope="module")
@@ -146,14 +148,15 @@ def same_or_close(answer, expected):
     return answer == expected or (metrics.is_emoji_only(answer) and metrics.compare(answer, expected)["f1"] >= 0.8)
 
 
-# ---------------------------------------------------------------- tests
+# ---------------------------------------------------------------- tests (slow: they need the trained adapter)
+@pytest.mark.slow  # trains the adapter fixture, starts a llama.cpp server
 def test_gguf_export_served_by_llama_cpp_answers_like_the_adapter(adapter, reference, gguf_file, tmp_path):
     pytest.importorskip("llama_cpp", reason="llama-cpp-python[server] is not installed (requirements-test.txt)")
     from gguf import GGUFReader
     from transformers import AutoTokenizer
 
     gguf = gguf_file
-    assert gguf.suffix == ".gguf" and common.read_stamp(export.stamp_path(gguf)) is not None
+    assert gguf.suffix == ".gguf" and store.read_stamp(export.stamp_path(gguf)) is not None
     tokenizer = AutoTokenizer.from_pretrained(adapter)
     fields = GGUFReader(str(gguf)).fields
     assert fields["tokenizer.chat_template"].contents() == tokenizer.chat_template
@@ -162,11 +165,11 @@ def test_gguf_export_served_by_llama_cpp_answers_like_the_adapter(adapter, refer
     proc, log, base_url = start_server(gguf, tmp_path / "server.log")
     try:
         served = {}
-        for prompt in common.KNOWN:
-            messages = common.emoji_messages(prompt)  # the training format: system instruction + sentence
+        for prompt in prompts.KNOWN:
+            messages = prompts.emoji_messages(prompt)  # the training format: system instruction + sentence
             reply = ask(base_url, messages)
             # The server renders the embedded template into exactly the prompt the adapter was trained and asked with.
-            expected_tokens = len(tokenizer(common.render_prompt(tokenizer, messages), add_special_tokens=False)
+            expected_tokens = len(tokenizer(prompts.render(tokenizer, messages), add_special_tokens=False)
                                   ["input_ids"])
             assert reply["usage"]["prompt_tokens"] == expected_tokens, prompt
             served[prompt] = reply["choices"][0]["message"]["content"].strip()
@@ -174,9 +177,10 @@ def test_gguf_export_served_by_llama_cpp_answers_like_the_adapter(adapter, refer
         proc.terminate()
         proc.wait(timeout=10)
         log.close()
-    assert all(same_or_close(served[p], reference[p]) for p in common.KNOWN), (served, reference)
+    assert all(same_or_close(served[p], reference[p]) for p in prompts.KNOWN), (served, reference)
 
 
+@pytest.mark.slow  # trains the adapter fixture
 def test_merged_export_loads_with_plain_transformers_and_answers_like_the_adapter(adapter, reference, merged):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -186,25 +190,27 @@ def test_merged_export_loads_with_plain_transformers_and_answers_like_the_adapte
     assert tokenizer.chat_template == AutoTokenizer.from_pretrained(adapter).chat_template
     # The saved generation config alone makes generation stop at the end of the answer.
     assert model.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
-    prompts = [common.render_prompt(tokenizer, common.emoji_messages(p)) for p in common.KNOWN]
-    answers = [a for a, _ in common.generate(model, tokenizer, prompts, MAX_NEW_TOKENS)]
-    assert answers == [reference[p] for p in common.KNOWN]
+    texts = [prompts.render(tokenizer, prompts.emoji_messages(p)) for p in prompts.KNOWN]
+    answers = [a for a, _ in models.generate(model, tokenizer, texts, MAX_NEW_TOKENS)]
+    assert answers == [reference[p] for p in prompts.KNOWN]
 
 
+@pytest.mark.slow  # trains the adapter fixture
 def test_merged_tokenizer_tokenizes_and_decodes_like_the_adapters(adapter, merged):
     """export._plain_byte_level drops a byte-fallback flag from the tokenizer: it must change no token and no text."""
     from transformers import AutoTokenizer
 
     before, after = AutoTokenizer.from_pretrained(adapter), AutoTokenizer.from_pretrained(merged)
     assert json.loads((merged / "tokenizer.json").read_text())["model"]["byte_fallback"] is False
-    with (common.DATA_DIR / "emoji_pairs.csv").open(encoding="utf-8") as f:
-        texts = [common.render_prompt(before, common.emoji_messages(r["text"], r["emoji"])) for r in csv.DictReader(f)]
+    with store.RAW_CSV.open(encoding="utf-8") as f:
+        texts = [prompts.render(before, prompts.emoji_messages(r["text"], r["emoji"])) for r in csv.DictReader(f)]
     for text in texts:
         ids = before(text, add_special_tokens=False)["input_ids"]
         assert after(text, add_special_tokens=False)["input_ids"] == ids
         assert after.decode(ids) == before.decode(ids)
 
 
+@pytest.mark.slow  # trains the adapter fixture
 def test_export_is_skipped_while_its_adapter_is_unchanged_and_redone_after_a_retrain(adapter, tmp_path, capsys):
     run = tmp_path / "adapters" / "epochs1"
     shutil.copytree(adapter, run)
@@ -216,22 +222,46 @@ def test_export_is_skipped_while_its_adapter_is_unchanged_and_redone_after_a_ret
     write_run(run, "retrained")  # a new run.json stamp and finish time: a retrained adapter
     export.export_run(run, "merged", export_dir=tmp_path / "export")
     assert weights.stat().st_mtime_ns != first
-    assert common.read_stamp(target / "export.json")["inputs"]["adapter_fingerprint"] == \
+    assert store.read_stamp(target / "export.json")["inputs"]["adapter_fingerprint"] == \
         json.loads((run / "run.json").read_text())["stamp"]["fingerprint"]
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["epochs1-merged"]
 
 
-def test_missing_adapter_names_the_step_to_run_and_writes_nothing(tmp_path):
+def one_error_line(capsys, exit_info):
+    """The one error line store.fail printed (last on stderr, after any progress bars of a model load), after exit 1."""
+    assert exit_info.value.code == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error")]
+    assert len(errors) == 1 and lines[-1] == errors[0], lines
+    return errors[0]
+
+
+def test_missing_adapter_names_the_step_to_run_and_writes_nothing(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         export.export_run(tmp_path / "adapters" / "epochs5", "gguf", export_dir=tmp_path / "export")
-    message = str(exit_info.value)
-    assert message.startswith("error:") and "02_train.py" in message and "\n" not in message
+    assert "02_train.py" in one_error_line(capsys, exit_info)
     assert not (tmp_path / "export").exists()
 
 
-def test_failed_conversion_is_one_line_and_keeps_the_previous_export(adapter, gguf_file, tmp_path, monkeypatch):
-    """A converter that dies half-way: its error is reported in one line, and neither its partial file nor a .tmp
-    folder is left; the previous complete export stays in place."""
+@pytest.mark.parametrize("damage", [b"", b"{not json", b"[1, 2]"])
+def test_a_damaged_run_json_names_the_file_and_the_step_to_run_and_writes_nothing(tmp_path, capsys, damage):
+    run = tmp_path / "adapters" / "epochs1"
+    run.mkdir(parents=True)
+    (run / "adapter_config.json").write_text("{}")
+    (run / "run.json").write_bytes(damage)
+    with pytest.raises(SystemExit) as exit_info:
+        export.export_run(run, "gguf", export_dir=tmp_path / "export")
+    line = one_error_line(capsys, exit_info)
+    assert "run.json" in line and "02_train.py --force" in line
+    assert not (tmp_path / "export").exists()
+
+
+@pytest.mark.slow  # trains the adapter fixture
+def test_failed_conversion_is_one_line_and_keeps_the_previous_export(adapter, gguf_file, tmp_path, monkeypatch,
+                                                                     capsys):
+    """A converter that dies half-way: its error is reported in one line, and neither its partial file nor a temporary
+    file or folder (store.atomic's per-process .NAME.PID.tmp, the converter's .export-* work folder) is left; the
+    previous complete export and its stamp stay in place."""
     fake = tmp_path / "llama.cpp"
     fake.mkdir()
     (fake / "convert_hf_to_gguf.py").write_text(
@@ -239,19 +269,24 @@ def test_failed_conversion_is_one_line_and_keeps_the_previous_export(adapter, gg
         "sys.exit('ValueError: broken tensor blk.0.attn_q.weight')\n")
     monkeypatch.setattr(export, "LLAMA_CPP_DIR", fake)
     before = gguf_file.read_bytes()[:4096], gguf_file.stat().st_size
+    stamp = export.stamp_path(gguf_file).read_bytes()
+    listing = sorted(p.name for p in gguf_file.parent.iterdir())
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         export.export_run(adapter, "gguf", export_dir=gguf_file.parent, force=True)
-    message = str(exit_info.value)
+    message = one_error_line(capsys, exit_info)
     assert message.startswith("error: convert_hf_to_gguf.py failed") and "broken tensor" in message
-    assert "\n" not in message
     assert (gguf_file.read_bytes()[:4096], gguf_file.stat().st_size) == before
-    assert not [p for p in gguf_file.parent.iterdir() if p.name.endswith(".tmp")]
+    assert export.stamp_path(gguf_file).read_bytes() == stamp
+    assert sorted(p.name for p in gguf_file.parent.iterdir()) == listing
+    assert not [p for p in gguf_file.parent.iterdir() if p.name.startswith(".") or p.name.endswith(".tmp")]
 
 
 def test_default_kind_is_gguf_on_this_cpu_and_none_for_the_7b_on_cuda(monkeypatch, tmp_path):
     assert export.converter() is not None, "setup.sh did not unpack llama.cpp's converter into .venv/llama.cpp"
-    assert export.default_kind(common.EMBEDDED) == "gguf"
+    assert export.default_kind(models.EMBEDDED) == "gguf"
     monkeypatch.setattr(export, "LLAMA_CPP_DIR", tmp_path)  # no converter: merged weights need nothing else
-    assert export.default_kind(common.EMBEDDED) == "merged"
-    monkeypatch.setattr(common, "cuda_available", lambda: True)
+    assert export.default_kind(models.EMBEDDED) == "merged"
+    monkeypatch.setattr(models, "cuda", lambda: True)
     assert export.default_kind("auto") == "none"
+    assert export.default_kind(models.EMBEDDED) == "merged"  # the embedded model is small on any machine

@@ -1,13 +1,7 @@
-"""Edge cases of metrics.py, with scores worked out by hand."""
-import sys
-from pathlib import Path
-
+"""Edge cases of lib/metrics.py, with scores worked out by hand."""
 import pytest
 
-# metrics.py sits at the repository root, which plain `pytest` does not put on the path.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import metrics  # noqa: E402
+from lib import metrics
 
 FAMILY = "\U0001F468\u200d\U0001F469\u200d\U0001F467"  # 👨‍👩‍👧, three people joined by ZWJ
 FLAG_FR = "\U0001F1EB\U0001F1F7"  # 🇫🇷, two regional indicators

@@ -62,6 +62,7 @@ def outputs_of(cell):
     return text, shown
 
 
+@pytest.mark.slow  # runs the notebook: trains, generates, asks the llama.cpp server
 def test_the_notebook_runs_all_five_steps_into_the_chosen_outputs(executed):
     nb, out, _ = executed
     for path in ["dataset/dataset_dict.json", "adapters/epochs1/run.json", "adapters/epochs5/run.json",
@@ -74,6 +75,7 @@ def test_the_notebook_runs_all_five_steps_into_the_chosen_outputs(executed):
         assert json.loads((out / "adapters" / f"epochs{epochs}" / "run.json").read_text())["steps"] == 2
 
 
+@pytest.mark.slow  # runs the notebook: trains, generates, asks the llama.cpp server
 def test_the_report_and_the_loss_plot_are_shown_inline(executed):
     nb, out, _ = executed
     shown = [d for cell in nb.cells if cell.cell_type == "code" for d in outputs_of(cell)[1]]
@@ -81,6 +83,7 @@ def test_the_report_and_the_loss_plot_are_shown_inline(executed):
     assert any(d.get("text/markdown") == (out / "report.md").read_text(encoding="utf-8") for d in shown)
 
 
+@pytest.mark.slow  # runs the notebook: trains, generates, asks the llama.cpp server
 def test_step_4_asks_the_api_with_the_key_from_colab_secrets_and_never_shows_it(executed):
     nb, out, key = executed
     rows = [json.loads(line) for line in (out / "chatgpt.jsonl").read_text(encoding="utf-8").splitlines()]

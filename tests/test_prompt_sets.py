@@ -1,13 +1,13 @@
-"""The prompt sets in common.py: five each, no prompt in two sets, KNOWN in the train split whatever the seed, NOVEL, EDGE
-and GENERAL nowhere in the shipped data, every GENERAL question with accepted keyword variants."""
+"""The prompt sets in lib/prompts.py: five each, no prompt in two sets, KNOWN in the train split whatever the seed,
+NOVEL, EDGE and GENERAL nowhere in the shipped data, every GENERAL question with accepted keyword variants."""
 import csv
 
 import pytest
 
-import common
+from lib import prompts
 from conftest import ROOT, run_script
 
-SETS = {"KNOWN": common.KNOWN, "NOVEL": common.NOVEL, "EDGE": common.EDGE, "GENERAL": list(common.GENERAL)}
+SETS = {"KNOWN": prompts.KNOWN, "NOVEL": prompts.NOVEL, "EDGE": prompts.EDGE, "GENERAL": list(prompts.GENERAL)}
 
 
 def test_each_set_has_five_distinct_prompts_and_no_prompt_is_in_two_sets():
@@ -23,8 +23,8 @@ def test_known_prompts_land_in_the_train_split_whatever_the_seed(tmp_path, seed)
 
     assert run_script("01_make_dataset.py", "--seed", seed, out=tmp_path).returncode == 0
     data = load_from_disk(str(tmp_path / "dataset"))
-    assert set(common.KNOWN) <= set(data["train"]["sentence"])
-    assert not set(common.KNOWN) & (set(data["validation"]["sentence"]) | set(data["test"]["sentence"]))
+    assert set(prompts.KNOWN) <= set(data["train"]["sentence"])
+    assert not set(prompts.KNOWN) & (set(data["validation"]["sentence"]) | set(data["test"]["sentence"]))
 
 
 def test_novel_edge_and_general_prompts_are_not_in_the_data():
@@ -35,6 +35,6 @@ def test_novel_edge_and_general_prompts_are_not_in_the_data():
 
 
 def test_general_questions_accept_variants_of_the_expected_fact():
-    assert "Berlin" in common.GENERAL["What is the capital of Germany?"]
-    assert {"eight", "8"} <= set(common.GENERAL["How many legs does a spider have?"])
-    assert all(keywords and all(k.strip() for k in keywords) for keywords in common.GENERAL.values())
+    assert "Berlin" in prompts.GENERAL["What is the capital of Germany?"]
+    assert {"eight", "8"} <= set(prompts.GENERAL["How many legs does a spider have?"])
+    assert all(keywords and all(k.strip() for k in keywords) for keywords in prompts.GENERAL.values())

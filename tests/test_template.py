@@ -3,48 +3,51 @@ Llama-2 fallback chat template that renders exactly that string, and TRL's promp
 import jinja2
 import pytest
 
-import common
+from lib import models, prompts
 
 SENTENCE, EMOJIS = "Let's go dancing tonight.", "💃🕺🎶"
 
 
 @pytest.fixture(scope="module")
 def smollm():
-    return common.load_model(common.EMBEDDED)
+    return models.load(models.EMBEDDED)
 
 
 def test_llama2_text_has_the_special_tokens_in_order():
-    assert common.llama2_text(SENTENCE, EMOJIS) == ("<s>[INST] <<SYS>>\nReply with emojis only.\n<</SYS>>\n\n"
-                                                    "Let's go dancing tonight. [/INST] 💃🕺🎶 </s>")
+    assert prompts.llama2_text(SENTENCE, EMOJIS) == ("<s>[INST] <<SYS>>\nReply with emojis only.\n<</SYS>>\n\n"
+                                                     "Let's go dancing tonight. [/INST] 💃🕺🎶 </s>")
 
 
 def test_llama2_fallback_template_renders_task_1_text_exactly():
-    template = jinja2.Template(common.LLAMA2_CHAT_TEMPLATE)
-    full = template.render(messages=common.emoji_messages(SENTENCE, EMOJIS), bos_token="<s>", eos_token="</s>")
-    assert full == common.llama2_text(SENTENCE, EMOJIS)
-    prompt = template.render(messages=common.emoji_messages(SENTENCE), bos_token="<s>", eos_token="</s>",
+    template = jinja2.Template(prompts.LLAMA2_CHAT_TEMPLATE)
+    full = template.render(messages=prompts.emoji_messages(SENTENCE, EMOJIS), bos_token="<s>", eos_token="</s>")
+    assert full == prompts.llama2_text(SENTENCE, EMOJIS)
+    prompt = template.render(messages=prompts.emoji_messages(SENTENCE), bos_token="<s>", eos_token="</s>",
                              add_generation_prompt=True)
     assert full.startswith(prompt) and prompt.endswith("[/INST]")
     # Without a system message there is no <<SYS>> block (the non-emoji questions of Task 4.2).
-    plain = template.render(messages=common.plain_messages("What is the capital of Germany?"), bos_token="<s>",
+    plain = template.render(messages=prompts.plain_messages("What is the capital of Germany?"), bos_token="<s>",
                             eos_token="</s>", add_generation_prompt=True)
     assert plain == "<s>[INST] What is the capital of Germany? [/INST]"
 
 
+@pytest.mark.slow  # loads the embedded model (~15 s)
 def test_a_tokenizer_without_a_template_gets_the_llama2_one(smollm):
-    _, tokenizer = smollm
+    _, tokenizer, _ = smollm
     own = tokenizer.chat_template
     try:
         tokenizer.chat_template = None
-        assert "Llama-2" in common.ensure_chat_template(tokenizer)
-        assert "[/INST]" in common.render_prompt(tokenizer, common.emoji_messages(SENTENCE))
+        assert "Llama-2" in prompts.ensure_chat_template(tokenizer)
+        assert "[/INST]" in prompts.render(tokenizer, prompts.emoji_messages(SENTENCE))
     finally:
         tokenizer.chat_template = own
-    assert common.ensure_chat_template(tokenizer) == "the model's own chat template"
+    assert prompts.ensure_chat_template(tokenizer) == "the model's own chat template"
 
 
+@pytest.mark.slow  # loads the embedded model (~15 s)
 def test_embedded_tokenizer_stops_on_the_token_generation_stops_on(smollm):
-    model, tokenizer = smollm
+    model, tokenizer, prompt_format = smollm
+    assert prompt_format == "the model's own chat template"  # SmolLM2's ChatML, not the Llama-2 fallback
     # The GGUF tokenizer says eos is <|im_start|>; generation stops on <|im_end|>. They must agree after loading,
     # because <|im_end|> is what ends every trained answer in SmolLM2's chat template.
     assert tokenizer.eos_token == "<|im_end|>"
@@ -52,21 +55,23 @@ def test_embedded_tokenizer_stops_on_the_token_generation_stops_on(smollm):
     assert tokenizer.pad_token_id is not None
 
 
+@pytest.mark.slow  # loads the embedded model (~15 s)
 def test_emoji_requests_carry_the_instruction_and_general_questions_do_not(smollm):
-    _, tokenizer = smollm
-    emoji_prompt = common.render_prompt(tokenizer, common.emoji_messages(SENTENCE))
-    general = common.render_prompt(tokenizer, common.plain_messages("What is the capital of Germany?"))
-    assert common.SYSTEM_PROMPT in emoji_prompt and emoji_prompt.endswith("<|im_start|>assistant\n")
-    assert common.SYSTEM_PROMPT not in general and "[INST]" not in general
+    _, tokenizer, _ = smollm
+    emoji_prompt = prompts.render(tokenizer, prompts.emoji_messages(SENTENCE))
+    general = prompts.render(tokenizer, prompts.plain_messages("What is the capital of Germany?"))
+    assert prompts.SYSTEM_PROMPT in emoji_prompt and emoji_prompt.endswith("<|im_start|>assistant\n")
+    assert prompts.SYSTEM_PROMPT not in general and "[INST]" not in general
 
 
+@pytest.mark.slow  # loads the embedded model (~15 s)
 def test_sft_trainer_keeps_only_the_answer_and_its_stop_token_in_the_labels(smollm, tmp_path):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    model, tokenizer = smollm
+    model, tokenizer, _ = smollm
     pairs = [("Hi.", "👋"), (SENTENCE, EMOJIS)]
-    data = Dataset.from_list([{"prompt": common.emoji_messages(s), "completion": [{"role": "assistant", "content": e}]}
+    data = Dataset.from_list([{"prompt": prompts.emoji_messages(s), "completion": [{"role": "assistant", "content": e}]}
                               for s, e in pairs])
     trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=data,
                          args=SFTConfig(output_dir=str(tmp_path), completion_only_loss=True, report_to=[], bf16=False))
@@ -75,7 +80,7 @@ def test_sft_trainer_keeps_only_the_answer_and_its_stop_token_in_the_labels(smol
                                                         zip(row["input_ids"], row["completion_mask"])]
         n_prompt = next(i for i, t in enumerate(labels) if t != -100)
         prompt = tokenizer.decode(row["input_ids"][:n_prompt])
-        assert prompt == common.render_prompt(tokenizer, common.emoji_messages(sentence))
+        assert prompt == prompts.render(tokenizer, prompts.emoji_messages(sentence))
         answer = tokenizer.decode([t for t in labels if t != -100])
         assert answer.startswith(emojis + "<|im_end|>")  # the emojis, then the token generation stops on
         assert all(t != -100 for t in labels[n_prompt:])
