@@ -176,7 +176,9 @@ def read_jsonl(path, required=()):
             problem = None if isinstance(row, dict) else "not a JSON object"
             missing = [k for k in required if problem is None and k not in row]
             problem = problem or (missing and f"the row has no {', '.join(missing)}")
-        except (UnicodeDecodeError, ValueError) as error:
+        except UnicodeDecodeError:
+            problem = "not UTF-8 text"
+        except ValueError as error:
             problem = f"not valid JSON ({type(error).__name__})"
         if problem and n == numbered[-1][0] and n == len(lines):  # no newline after it: a torn append
             print(f"warning: {display(path)}:{n}: skipped a torn last line (an interrupted write); the next "
