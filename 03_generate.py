@@ -33,7 +33,7 @@ store.lock("03_generate")
 # ---- Step 1: the inputs: the dataset and the adapters trained on it
 data = rawdata.load_splits()
 dataset_fp = rawdata.dataset_stamp()["fingerprint"]
-runs = {f"ft{e}": store.read_json(store.adapter_path(e) / "run.json", "run `python 02_train.py` first.")
+runs = {f"ft{e}": store.read_json(store.adapter_path(e) / "run.json", "02_train.py")
         for e in settings.parse_epochs(EPOCHS)}
 for key in runs:  # the files run.json vouches for must all be there (a partial copy or sync is not an adapter)
     if store.read_stamp(store.adapter_path(key[2:]) / "run.json", "stamp") is None:

@@ -77,7 +77,7 @@ def export_run(adapter_dir, kind="auto", export_dir=None, force=False):
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").exists():
         store.fail(f"{store.display(adapter_dir)} has no finished adapter - run `python 02_train.py` first.")
-    run = store.read_json(adapter_dir / "run.json", "run `python 02_train.py --force`.")
+    run = store.read_json(adapter_dir / "run.json", "02_train.py")
     asked, kind = kind, default_kind(run.get("model", "auto")) if kind == "auto" else kind
     if kind not in KINDS:
         store.fail(f"unknown export kind {kind!r} - use one of {', '.join(KINDS)} or auto.", 2)

@@ -143,17 +143,19 @@ def append_jsonl(path, rows):
 
 
 # ---------------------------------------------------------------- reading
-def read_json(path, fix):
-    """The JSON object in `path`; one line naming the file and `fix` (what to run) when it is missing or damaged."""
+def read_json(path, script):
+    """The JSON object in `path`; one line naming the file and the script that makes it when it is missing (run it) or
+    damaged (run it with --force)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+        problem = None if isinstance(data, dict) else "not a JSON object"
     except FileNotFoundError:
-        fail(f"{display(path)} not found - {fix}")
+        fail(f"{display(path)} not found - run `python {script}` first.")
     except (OSError, UnicodeDecodeError, ValueError) as error:
-        fail(f"{display(path)} is damaged ({getattr(error, 'strerror', None) or type(error).__name__}) - {fix}")
-    if not isinstance(data, dict):
-        fail(f"{display(path)} is damaged (not a JSON object) - {fix}")
+        problem = getattr(error, "strerror", None) or type(error).__name__
+    if problem:
+        fail(f"{display(path)} is damaged ({problem}) - run `python {script} --force`.")
     return data
 
 
