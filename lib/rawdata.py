@@ -48,16 +48,10 @@ def decode(data):
         return None, f"{line_of(data, error.start)}: not UTF-8 (byte 0x{data[error.start]:02x}; {guess}) - {SAVE_AS}"
 
 
-def csv_problem(error):
-    """csv's error messages in the user's terms."""
-    message = str(error)
-    if "field larger than field limit" in message:
-        return f"a field is over {csv.field_size_limit()} characters - is a closing quote missing?"
-    if "unexpected end of data" in message:
-        return "a quoted field is never closed - a closing quote (\") is missing"
-    if "expected after" in message:
-        return "text after a closing quote - quote the whole field and double every quote inside it"
-    return f"not valid CSV ({message})"
+CSV_PROBLEMS = {  # csv's error messages in the user's terms
+    "field larger than field limit": f"a field is over {csv.field_size_limit()} characters - is a closing quote missing?",
+    "unexpected end of data": "a quoted field is never closed - a closing quote (\") is missing",
+    "expected after": "text after a closing quote - quote the whole field and double every quote inside it"}
 
 
 def field_problem(field, column):
@@ -87,7 +81,8 @@ def read_pairs(data, name, max_emojis):
         except StopIteration:
             break
         except csv.Error as error:  # the reader cannot resynchronise after this
-            problems.append(f"{name}:{line}: {csv_problem(error)}")
+            problems.append(f"{name}:{line}: " + next((words for cue, words in CSV_PROBLEMS.items()
+                                                       if cue in str(error)), f"not valid CSV ({error})"))
             break
         while len(fields) > 2 and not fields[-1].strip():
             fields.pop()  # trailing empty cells, as spreadsheets write them
