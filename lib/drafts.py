@@ -12,113 +12,103 @@ EDGE_RULE = ("_Rule used, so you can check it: an answer that is empty, cut by t
              "is for you to judge from the answers._")
 EDGE_KINDS = {"both": "two or more different emojis (both meanings possible)",
               "one": "a single distinct emoji (one meaning at most)", "failed": "failed"}
-HOW_TO = [
-    "To complete Task 3, run step 4 in either mode, then `python 05_report.py` again:", "",
-    "- **API**: `OPENAI_API_KEY=sk-... python 04_chatgpt.py` (model `gpt-4o-mini` unless `--model` says otherwise); "
-    "with `OPENAI_BASE_URL=http://HOST:PORT/v1` the same command asks llama.cpp's server, vLLM, Ollama or any other "
-    "OpenAI-compatible server.",
-    f"- **By hand** (no key, the ChatGPT web page): `python 04_chatgpt.py` writes the paste sheet "
-    f"`{store.display(store.OUT / 'chatgpt_prompts.md')}` with the exact prompts and a CSV template beside it. Paste "
-    "each prompt into ChatGPT, put the answers into `data/chatgpt_responses.csv` (columns `prompt,answer`) and run "
-    "`python 04_chatgpt.py` again to import them.", ""]
+HOW_TO = ["- **API**: `OPENAI_API_KEY=sk-... python 04_chatgpt.py` (with `OPENAI_BASE_URL=http://HOST:PORT/v1` for any "
+          "OpenAI-compatible server), then `python 05_report.py` again.", "- **By hand**: `python 04_chatgpt.py` "
+          f"writes the paste sheet `{store.display(store.OUT / 'chatgpt_prompts.md')}`; paste the answers into "
+          "`data/chatgpt_responses.csv`, run `python 04_chatgpt.py` again, then `python 05_report.py`.", ""]
 
 
 def edge_verdict(row):
-    """Task 2.3's rule: failed = empty, cut by the token budget, or not emojis only; otherwise two or more different
-    emojis can cover both meanings, a single distinct emoji covers one at most."""
-    if not row.output.strip() or row.truncated or not metrics.is_emoji_only(row.output):
-        return "failed", "empty" if not row.output.strip() else "cut" if row.truncated else "words"
-    return "both" if len(set(metrics.emojis_of(row.output))) >= 2 else "one", ""
+    """Task 2.3's rule as (kind, the prompt quoted): failed = empty, cut by the token budget, or not emojis only
+    (saying which); otherwise two or more different emojis can cover both meanings, a single one covers one at most."""
+    why = "empty" if not row.output.strip() else "cut" if row.truncated else (
+        "" if metrics.is_emoji_only(row.output) else "words")
+    return ("failed", f'"{row.prompt}" ({why})') if why else (
+        "both" if len(set(metrics.emojis_of(row.output))) >= 2 else "one", f'"{row.prompt}"')
 
 
 def edge_notes(s):
     lines = ["", "### Task 2.3 notes (draft - check against the table and rewrite)", "", EDGE_RULE, ""]
     for m in s.models:
-        verdicts = {r.prompt: edge_verdict(r) for r in s.answers[(s.answers.model == m)
-                                                                 & (s.answers.set == "edge")].itertuples()}
-        parts = [f"{words}: " + ", ".join(f'"{p}"' + (f" ({why})" if why else "") for p, (v, why) in verdicts.items()
-                                          if v == kind) for kind, words in EDGE_KINDS.items()
-                 if kind in {v for v, _ in verdicts.values()}]
-        lines.append(f"- **{s.labels[m]}** - " + ("; ".join(parts) if parts else "no answers") + ".")
+        got = [edge_verdict(r) for r in s.answers[(s.answers.model == m) & (s.answers.set == "edge")].itertuples()]
+        parts = [f"{words}: " + ", ".join(text for k, text in got if k == kind) for kind, words in EDGE_KINDS.items()
+                 if kind in dict(got)]
+        lines.append(f"- **{s.labels[m]}** - " + ("; ".join(parts) or "no answers") + ".")
     return lines
 
 
 def task3_state(s):
     """Where Task 3 stands: answered (and how many requests failed), every request failed, or not run."""
     failed = f"failed ({len(s.failed)} of {len(s.failed) + len(s.answered)})"
-    if s.answered:
-        return ["The same novel prompts, sent with an explicit emoji-only instruction (the exact text sent is in "
-                "`chatgpt.jsonl`).", ""] + ([f"ChatGPT requests: **{failed}** - `python 04_chatgpt.py` asks those "
-                                             "again.", ""] if s.failed else [])
-    if s.failed:
-        errors = "; ".join(sorted({s.latest[p].get("error") or "no error recorded" for p in s.failed}))
-        return [f"ChatGPT: **{failed}** - every request failed (last errors: {cell(errors, 200)}). Run "
-                "`python 04_chatgpt.py` again once the server answers.", ""] + HOW_TO
-    return ["ChatGPT: **not run** - there are no ChatGPT answers yet.", ""] + HOW_TO
+    errors = "; ".join(sorted({s.latest[p].get("error") or "no error recorded" for p in s.failed}))
+    return ["The same novel prompts, sent with an explicit emoji-only instruction (the exact text sent is in "
+            "`chatgpt.jsonl`).", "", *([f"ChatGPT requests: **{failed}** - `python 04_chatgpt.py` asks those again.",
+                                        ""] if s.failed else [])] if s.answered else [
+        f"ChatGPT: **{failed}** - every request failed (last errors: {cell(errors, 200)}). Run `python 04_chatgpt.py` "
+        "again once the server answers." if s.failed else "ChatGPT: **not run** - there are no ChatGPT answers yet.",
+        "", *HOW_TO]
 
 
-def chatgpt_sources(rows):
-    """Where the ChatGPT answers came from: API model, server and time span, or a manual paste and its file."""
-    groups = {}
-    for r in rows:
+def chatgpt_sources(s, prompts):
+    """Where the ChatGPT answers came from (API model, server and time span, or a manual paste and its file), and how
+    many of the `prompts` novel prompts still have none."""
+    groups, missing = {}, prompts - len(s.answered)
+    for r in s.answered.values():
         served = r.get("served_model") if r.get("served_model") != r.get("model") else None
         groups.setdefault((r.get("source"), r.get("model") or "ChatGPT", served, r.get("base_url_host") or "?",
                            r.get("file") or "?", chatgpt_label(r)), []).append(r.get("time") or "?")
-    return [f"- {len(times)} answer(s) from the API: model `{model}" + (f" (served as {served})" if served else "")
-            + f"` at `{host}`, asked {min(times)}" + (f" to {max(times)}" if min(times) != max(times) else "")
-            + f"; labelled **{label}**." if source == "api" else f"- {len(times)} answer(s) pasted by hand from "
-            f"{model}, imported from `{file}` (file saved {max(times)})."
-            for (source, model, served, host, file, label), times in groups.items()]
+    return ["Where the ChatGPT answers came from:", "", *[
+        f"- {len(times)} answer(s) from the API: model `{model}" + (f" (served as {served})" if served else "")
+        + f"` at `{host}`, asked {min(times)}" + (f" to {max(times)}" if min(times) != max(times) else "")
+        + f"; labelled **{label}**." if source == "api" else f"- {len(times)} answer(s) pasted by hand from {model}, "
+        f"imported from `{file}` (file saved {max(times)})."
+        for (source, model, served, host, file, label), times in groups.items()], "", *([
+            f"{missing} prompt(s) have no ChatGPT answer yet: `python 04_chatgpt.py` asks the API for only those (or "
+            "imports them from the CSV when you paste by hand). The figures below cover the prompts ChatGPT answered.",
+            ""] if missing else [])] if s.answered else []
 
 
 def comparison(s):
     """Task 3's comparison on the figures of set "task3" (the prompts ChatGPT answered)."""
-    lines = ["### Task 3 comparison (draft - edit this)", ""]
     if not s.answered:
-        return lines + ["Run step 4 first (see above): the comparison needs ChatGPT's answers."]
+        return ["### Task 3 comparison (draft - edit this)", "", "Run step 4 first (see above): the comparison needs "
+                "ChatGPT's answers."]
     fine, gpt, words = s.task3_models[:-1], s.labels["chatgpt"], get(s.table, "chatgpt", "task3", "with_words")
-
-    def listing(metric, models=s.task3_models):
-        found = [(m, get(s.table, m, "task3", metric)) for m in models]
-        return ", ".join(f"{s.labels[m]} {figure(x)}" for m, x in found if x is not None)
-
-    return lines + [
-        "_Built from the figures above: read the table and replace each point with your own judgement._", "",
-        f"- **Quality** (keeping to emojis): emoji-only answers - {listing('emoji_only')}. "
-        + (f"{gpt} put words into {round(words.value * words.n)} of {words.n} answer(s) despite the explicit "
-           "instruction." if words.value else f"{gpt} never added words.") + " <!-- Which answers read best? -->",
-        "- **Relevance**: novel prompts have no reference answer, so judge by reading the table; agreement with "
-        f"ChatGPT's emojis (mean Jaccard): {listing('overlap', fine) or 'n/a'}. <!-- Which model carries the "
-        "sentence's meaning, not only its nouns? -->",
-        f"- **Creativity**: emojis per answer - {listing('emojis')}; distinct emojis - {listing('distinct')}. <!-- "
-        "Surprising and expressive, or literal and repetitive? -->",
-        "- **Generalisation**: none of these sentences was in the training data. The fine-tunes kept the trained "
-        f"emoji-only format ({listing('emoji_only', fine)}); {gpt}, never trained on the task, needed the written "
-        f"instruction ({listing('emoji_only', ['chatgpt'])}). <!-- Did fine-tuning teach the task, or only the "
-        "training pairs? -->"]
+    listing = lambda metric, models=s.task3_models: ", ".join(  # noqa: E731
+        f"{s.labels[m]} {figure(x)}" for m in models if (x := get(s.table, m, "task3", metric)) is not None)
+    return ["### Task 3 comparison (draft - edit this)", "", "_Built from the figures above: read the table and replace"
+            " each point with your own judgement._", "", f"- **Quality** (keeping to emojis): emoji-only answers - "
+            f"{listing('emoji_only')}. " + (f"{gpt} put words into {round(words.value * words.n)} of {words.n} "
+                                             "answer(s) despite the explicit instruction." if words.value else
+                                             f"{gpt} never added words.") + " <!-- Which answers read best? -->",
+            "- **Relevance**: novel prompts have no reference answer, so judge by reading the table; agreement with "
+            f"ChatGPT's emojis (mean Jaccard): {listing('overlap', fine) or 'n/a'}. <!-- Which model carries the "
+            "sentence's meaning, not only its nouns? -->", f"- **Creativity**: emojis per answer - {listing('emojis')};"
+            f" distinct emojis - {listing('distinct')}. <!-- Surprising and expressive, or literal and repetitive? -->",
+            "- **Generalisation**: none of these sentences was in the training data. The fine-tunes kept the trained "
+            f"emoji-only format ({listing('emoji_only', fine)}); {gpt}, never trained on the task, needed the written "
+            f"instruction ({listing('emoji_only', ['chatgpt'])}). <!-- Did fine-tuning teach the task, or only the "
+            "training pairs? -->"]
 
 
 def contrast(what, a_name, a, b_name, b):
     """One clause comparing two scores: a difference only where their intervals do not overlap."""
-    if not differs(a, b):
-        return f"the {a_name} ({figure(a)}) and the {b_name} ({figure(b)}) are not distinguishable in {what}"
     return (f"{what} is {'higher' if a.value > b.value else 'lower'} for the {a_name} ({figure(a)}) than for the "
-            f"{b_name} ({figure(b)})")
+            f"{b_name} ({figure(b)})" if differs(a, b) else
+            f"the {a_name} ({figure(a)}) and the {b_name} ({figure(b)}) are not distinguishable in {what}")
 
 
 def discussion(s, run, validation):
     """Task 4.3 (100-300 words) on the longest fine-tune: its run.json and validation curve, and the scores."""
     first, last, name, st = s.fts[0], s.fts[-1], s.labels[s.fts[-1]], run["settings"]
-    best, end = validation.loc[validation.loss.idxmin()], validation.iloc[-1]
-    rising, augmented = end.loss > best.loss + 1e-9, run.get("augmented_size") or 0
-    f1 = {m: get(s.table, m, "test", "f1") for m in ["base", *s.fts, *s.baselines]}
-    leak, base_leak, hit, base_hit = (get(s.table, m, "general", k) for k in ("leak", "keyword")
-                                      for m in (last, "base"))
-    signs = ([f"a validation loss rising after epoch {best.epoch:g}"] if rising else []) + [
-        text for text, shown in [(f"a lower held-out F1 than the {s.labels[first]}", first != last and differs(
-            f1[first], f1[last]) and f1[first].value > f1[last].value), ("answers in emoji where none were asked for",
-            differs(leak, base_leak) and leak.value > base_leak.value),
-            ("fewer correct facts", differs(hit, base_hit) and hit.value < base_hit.value)] if shown]
+    best, end, augmented = validation.loc[validation.loss.idxmin()], validation.iloc[-1], run.get("augmented_size") or 0
+    rising, f1 = end.loss > best.loss + 1e-9, {m: get(s.table, m, "test", "f1") for m in ["base", *s.fts, *s.baselines]}
+    leak, hit = ({m: get(s.table, m, "general", k) for m in (last, "base")} for k in ("leak", "keyword"))
+    above = lambda a, b: differs(a, b) and a.value > b.value  # noqa: E731
+    signs = [text for text, shown in [(f"a validation loss rising after epoch {best.epoch:g}", rising),
+                                      (f"a lower held-out F1 than the {s.labels[first]}", above(f1[first], f1[last])),
+                                      ("answers in emoji where none were asked for", above(leak[last], leak["base"])),
+                                      ("fewer correct facts", above(hit["base"], hit[last]))] if shown]
     clauses = ([contrast("F1", name, f1[last], "lookup baseline", f1["lookup"])] if s.baselines else []) + (
         [contrast("F1", s.labels[first], f1[first], name, f1[last])] if first != last else [])
     return " ".join([
@@ -128,9 +118,9 @@ def discussion(s, run, validation):
         f"The {name}'s validation loss kept falling, to {end.loss:.3f} at epoch {end.epoch:g}.",
         *([f"On the {f1['base'].n} held-out test pairs the base model scores F1 {figure(f1['base'])}; "
            + "; ".join(clauses or [f"the {name} {figure(f1[last])}"]) + "."] if f1["base"] is not None else []),
-        "Asked non-emoji questions with no emoji instruction, "
-        + contrast("the emoji-leak rate", name, leak, "base model", base_leak) + ", and "
-        + contrast("keyword hits", name, hit, "base model", base_hit) + ".",
+        "Asked non-emoji questions with no emoji instruction, " + contrast("the emoji-leak rate", name, leak[last],
+        "base model", leak["base"]) + ", and " + contrast("keyword hits", name, hit[last], "base model", hit["base"])
+        + ".",
         f"Signs of overfitting: {'; '.join(signs)}." if signs else
         "None of these measurements shows overfitting beyond its uncertainty.",
         f"Early stopping on validation loss (`python 02_train.py --early-stopping true`) would keep epoch "

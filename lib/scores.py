@@ -22,6 +22,9 @@ from lib import metrics, prompts, store
 EMOJI_SETS = ["known", "novel", "edge", "test"]  # the emoji requests; "general" holds questions asked without emoji
 RATES = {"emoji_only", "exact", "leak", "keyword", "with_words"}  # yes or no per answer: a Wilson interval
 COUNTS = {"distinct"}  # a whole number; distinct_ratio is a plain ratio; every other metric a mean with a bootstrap
+POOLED = {"distinct": lambda texts: len({e for t in texts for e in metrics.emojis_of(t)}),  # over all answers of a
+          "distinct_ratio": metrics.distinct_ratio}  # model and set at once: no interval
+MARKS = ["emoji_only", "emojis", "with_words", "words", "f1", "soft_f1", "exact", "leak", "keyword", "overlap"]
 RUN_NUMBERS = ("epochs", "steps", "train_seconds", "load_seconds", "peak_memory_gib", "final_train_loss")
 RETRAIN = "run `python 02_train.py --force`"
 
@@ -30,18 +33,18 @@ def read_run(epochs):
     """run.json of one fine-tune, checked for the fields the report prints, and its losses.json as {"train": DataFrame,
     "validation": DataFrame} of epoch and loss."""
     path = store.adapter_path(epochs) / "run.json"
-    run = store.read_json(path, RETRAIN)
+    run = store.read_json(path, "02_train.py")
     if not ({"model", "device", "dtype"} <= run.keys() and isinstance(run.get("settings"), dict)
             and all(type(run.get(k)) in (int, float) for k in RUN_NUMBERS)):
         store.fail(f"{store.display(path)} is damaged (fields missing or not numbers) - {RETRAIN}")
-    losses = store.read_json(path.with_name("losses.json"), RETRAIN)
+    path = path.with_name("losses.json")
+    losses = store.read_json(path, "02_train.py")
     try:
         curves = {k: pd.DataFrame(losses[k])[["epoch", "loss"]].astype(float) for k in ("train", "validation")}
         assert len(curves["validation"]) and curves["validation"].notna().all().all()
         return run, curves
     except (KeyError, TypeError, ValueError, AssertionError):
-        store.fail(f"{store.display(path.with_name('losses.json'))} is damaged (no train and validation curves of "
-                   f"epoch and loss) - {RETRAIN}")
+        store.fail(f"{store.display(path)} is damaged (no train and validation curves of epoch and loss) - {RETRAIN}")
 
 
 def read_generations(models):
@@ -49,8 +52,7 @@ def read_generations(models):
     store.require(store.GENERATIONS, "03_generate.py")
     rows = store.read_jsonl(store.GENERATIONS, required=("set", "model", "prompt", "sample", "output"))
     have = {(r["model"], r["set"]) for r in rows}
-    missing = sorted({m for m in models for s in ("known", "novel", "edge", "general") if (m, s) not in have})
-    if missing:
+    if missing := sorted({m for m in models for s in ("known", "novel", "edge", "general") if (m, s) not in have}):
         store.fail(f"{store.display(store.GENERATIONS)} lacks answers of {', '.join(missing)} - "
                    "run `python 03_generate.py`.")
     return rows
@@ -64,42 +66,37 @@ def chatgpt_label(row):
 
 def _marks(row, chatgpt):
     """The metrics of one answer that apply to it: a bool counts toward a rate, a number toward a mean."""
-    out, words = row.output, metrics.words_leaked(row.output)
-    marks = dict(emoji_only=metrics.is_emoji_only(out), emojis=len(metrics.emojis_of(out)), with_words=bool(words))
-    if isinstance(row.reference, str) and row.reference:
-        marks.update({k: v for k, v in metrics.compare(out, row.reference).items() if k in ("f1", "soft_f1", "exact")})
+    out, words = row.output, len(metrics.words_leaked(row.output))
+    marks = dict(emoji_only=metrics.is_emoji_only(out), emojis=len(metrics.emojis_of(out)), with_words=words > 0,
+                 words=words, **(metrics.compare(out, row.reference) if isinstance(row.reference, str) and row.reference
+                                 else {}))
     if row.set == "general":
-        marks.update(leak=metrics.is_mostly_emoji(out), keyword=metrics.keyword_hit(out, row.keywords),
-                     words=len(words))
+        marks.update(leak=metrics.is_mostly_emoji(out), keyword=metrics.keyword_hit(out, row.keywords))
     if row.set == "task3" and row.model != "chatgpt" and row.prompt in chatgpt:
         marks["overlap"] = metrics.jaccard(out, chatgpt[row.prompt])
     return marks
 
 
 def build(generations, chatgpt_rows, fts, n_boot):
-    """Answers, consistency and the table of scores (see the module's text) for base, the fine-tunes `fts` (ftN,
-    fewest epochs first), the lookup baseline and ChatGPT."""
+    """Answers (each with its marks), consistency and the table of scores (see the module's text) for base, the
+    fine-tunes `fts` (ftN, fewest epochs first), the lookup baseline and ChatGPT."""
     models = ["base", *fts]
-    rows = pd.DataFrame(generations).reindex(columns=["model", "set", "prompt", "sample", "reference", "keywords",
-                                                      "output", "truncated", "input"])
-    rows = rows[rows.model.isin([*models, "lookup"])].assign(output=lambda d: d.output.map(metrics.strip_replacement),
-                                                             truncated=lambda d: d.truncated.fillna(False).astype(bool))
-    twice = rows[rows.duplicated(["model", "set", "prompt", "sample"], keep=False)]
-    if len(twice):  # e.g. two 03 runs at once: counting both copies would skew every figure
-        r = twice.iloc[0]
+    rows = pd.DataFrame(generations, columns=["model", "set", "prompt", "sample", "reference", "keywords", "output",
+                                              "truncated", "input"])
+    rows = rows[rows.model.isin([*models, "lookup"])].assign(output=rows.output.map(metrics.strip_replacement),
+                                                             truncated=rows.truncated.fillna(False).astype(bool))
+    if len(twice := rows[rows.duplicated(["model", "set", "prompt", "sample"], keep=False)]):  # two 03 runs at once:
+        r = twice.iloc[0]  # counting both copies would skew every figure
         store.fail(f"{store.display(store.GENERATIONS)} holds {len(twice)} rows for the same answer (e.g. {r.model}, "
                    f"{r.set}, {r.prompt!r}, {'greedy' if pd.isna(r['sample']) else 'sample %d' % r['sample']}) - "
                    "run `python 03_generate.py --force`.")
-    answers = rows[rows["sample"].isna()].drop(columns="sample")
-    samples = rows[rows["sample"].notna()].groupby(["model", "prompt"], sort=False).output.agg(list)
-    known = answers[(answers.set == "known") & answers.model.isin(models)].join(samples.rename("sampled"),
-                                                                                on=["model", "prompt"], how="inner")
-    consistency = ordered(known.assign(same=[statistics.fmean(o == g for o in os) for g, os in zip(
-        known.output, known.sampled)], jaccard=known.sampled.map(metrics.mean_pairwise_jaccard)),
-        prompt=pd.unique(known.prompt), model=models)
+    answers, samples = rows[rows["sample"].isna()].drop(columns="sample"), rows[rows["sample"].notna()]
+    c = answers[(answers.set == "known") & answers.model.isin(models)].join(samples.groupby(
+        ["model", "prompt"], sort=False).output.agg(list).rename("sampled"), on=["model", "prompt"], how="inner")
+    c = ordered(c.assign(same=[statistics.fmean(o == g for o in os) for g, os in zip(c.output, c.sampled)], jaccard=c
+                         .sampled.map(metrics.mean_pairwise_jaccard)), prompt=pd.unique(c.prompt), model=models)
 
-    novel = answers[answers.set == "novel"].drop_duplicates("prompt")
-    latest = store.latest_answers(chatgpt_rows)
+    novel, latest = answers[answers.set == "novel"].drop_duplicates("prompt"), store.latest_answers(chatgpt_rows)
     ok = {p: latest[p] for p in novel.prompt if latest.get(p, {}).get("status") == "ok"}
     said = {p: metrics.strip_replacement(row.get("answer")) for p, row in ok.items()}
     answers = pd.concat([answers, novel[novel.prompt.isin(ok)].assign(model="chatgpt", output=list(said.values()),
@@ -107,29 +104,22 @@ def build(generations, chatgpt_rows, fts, n_boot):
     task3_models = [*fts, *(["chatgpt"] if ok else [])]
     task3 = answers[(answers.set == "novel") & answers.model.isin(task3_models)
                     & (answers.prompt.isin(ok) if ok else True)].assign(set="task3")
-
-    both = pd.concat([answers, task3])
-    long = [(r.model, r.set, k, float(v)) for r in both.itertuples() for k, v in _marks(r, said).items()]
-    long += [(r.model, "known", "same_as_greedy", r.same) for r in consistency.itertuples()]
-    long += [(r.model, "known", "sample_jaccard", r.jaccard) for r in consistency.itertuples() if len(r.sampled) > 1]
-    table = pd.DataFrame(long, columns=["model", "set", "metric", "x"]).groupby(["model", "set", "metric"], sort=False)
-    table = table.x.agg(list).reset_index()
-    table[["value", "low", "high", "n"]] = [(statistics.fmean(xs), *(
-        metrics.wilson_interval(sum(xs), len(xs)) if metric in RATES else metrics.bootstrap_interval(xs, n_boot)),
-        len(xs)) for metric, xs in zip(table.metric, table.x)]
-    pools = both.assign(set=both.set.replace(dict.fromkeys(EMOJI_SETS, "emoji")))
-    pools = pools[pools.set.isin(["emoji", "task3"])].groupby(["model", "set"], sort=False).output.agg(list)
-    whole = [(m, "emoji", "distinct_ratio", metrics.distinct_ratio(o), None, None, len(o)) if s == "emoji" else
-             (m, s, "distinct", len({e for t in o for e in metrics.emojis_of(t)}), None, None, len(o))
-             for (m, s), o in pools.items()]
-    table = pd.concat([table.drop(columns="x"), pd.DataFrame(whole, columns=table.columns.drop("x"))],
-                      ignore_index=True).astype({"n": int})
-    labels = {m: prompts.label(m) for m in [*models, "lookup"]}
-    labels["chatgpt"] = " / ".join(sorted({chatgpt_label(r) for r in ok.values()})) or "ChatGPT"
-    return SimpleNamespace(answers=answers, consistency=consistency, table=table, models=models, fts=fts,
-                           labels=labels, baselines=["lookup"] if (answers.model == "lookup").any() else [],
-                           latest=latest, answered=ok, task3_models=task3_models,
-                           failed=[p for p in novel.prompt if p in latest and p not in ok])
+    both = pd.concat([answers, task3], ignore_index=True)
+    both = both.join(pd.DataFrame([_marks(r, said) for r in both.itertuples()], index=both.index, columns=MARKS))
+    table = pd.concat([both.melt(["model", "set"], MARKS, "metric", "x").dropna(subset="x"),
+                       c.assign(set="known", metric="same_as_greedy", x=c.same),
+                       c[c.sampled.map(len) > 1].assign(set="known", metric="sample_jaccard", x=c.jaccard),
+                       both[both.set.isin(EMOJI_SETS)].assign(set="emoji", metric="distinct_ratio", x=both.output),
+                       both[both.set == "task3"].assign(metric="distinct", x=both.output)])  # POOLED: all texts at once
+    table = table.groupby(["model", "set", "metric"], sort=False).x.agg(list).reset_index()
+    table[["value", "low", "high", "n"]] = [(POOLED[m](xs), None, None, len(xs)) if m in POOLED else (
+        statistics.fmean(xs), *(metrics.wilson_interval(sum(xs), len(xs)) if m in RATES else metrics.bootstrap_interval(
+            xs, n_boot)), len(xs)) for m, xs in zip(table.metric, table.x)]
+    return SimpleNamespace(answers=both[both.set != "task3"], consistency=c, table=table.drop(columns="x").astype(
+        {"n": int}), models=models, fts=fts, latest=latest, answered=ok, task3_models=task3_models, labels={
+        **{m: prompts.label(m) for m in [*models, "lookup"]}, "chatgpt": " / ".join(sorted({chatgpt_label(r) for r in
+        ok.values()})) or "ChatGPT"}, baselines=["lookup"] if (answers.model == "lookup").any() else [],
+        failed=[p for p in novel.prompt if p in latest and p not in ok])
 
 
 def ordered(frame, **orders):
