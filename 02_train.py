@@ -78,14 +78,13 @@ data = {split: data[split].map(lambda ex: {"prompt": ex["messages"][:-1], "compl
 per_epoch = -(-len(data["train"]) // (resolved["BATCH_SIZE"] * GRAD_ACCUM))
 compile_on, graphs = models.speed_plan(name, sum(MAX_STEPS if MAX_STEPS > 0 else per_epoch * e for e in todo))
 models.import_unsloth(name, compile=compile_on, graphs=graphs)  # before transformers/TRL/PEFT: Unsloth patches them
-from transformers.trainer_utils import SchedulerType  # noqa: E402
+from transformers import EarlyStoppingCallback, SchedulerType, set_seed  # noqa: E402
 from transformers.training_args import OptimizerNames  # noqa: E402
 
 settings.choose("--lr-scheduler", LR_SCHEDULER, [n.value for n in SchedulerType])  # the library's own lists
 settings.choose("--optim", OPTIM, [n.value for n in OptimizerNames])
 
 import torch  # noqa: E402
-from transformers import EarlyStoppingCallback, set_seed  # noqa: E402
 from peft.optimizers import create_loraplus_optimizer  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
