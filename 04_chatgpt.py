@@ -11,13 +11,14 @@ Modes (MODE=auto picks):
           (columns prompt,answer, separated by commas, semicolons or tabs; a relative --manual-csv is read from the
           current directory) and run it again.
 Exit status: 0 when every prompt has an answer (in manual mode: whenever the CSV, if any, can be read), 1 when some
-request failed (an empty or unreadable reply counts as failed) or the CSV can't be read or lacks its columns, 2 when the key, the server address, the model or the quota is refused, 130 when
-interrupted. The API key is never written or printed: it is masked as *** in every answer, error and line (a key under
-8 characters, a local server's dummy, is left as it is, with a note); only the server's host name is recorded.
+request failed (an empty or unreadable reply counts as failed) or the CSV can't be read or lacks its columns, 2 when
+the key, the server address, the model or the quota is refused, 130 when interrupted. The API key is never written or
+printed: it is masked as *** in every answer, error and line (a key under 8 characters, a local server's dummy, is left
+as it is, with a note); only the server's host name is recorded.
 """
 import os
 import sys
-from datetime import datetime, timezone
+import time
 from pathlib import Path
 
 from lib import api, prompts, settings, store
@@ -47,15 +48,12 @@ novel, manual_csv = prompts.NOVEL, Path(MANUAL_CSV)
 sent = {p: INSTRUCTION.replace("{sentence}", p) if "{sentence}" in INSTRUCTION else f"{INSTRUCTION} {p}" for p in novel}
 
 
-def record(row):  # appended the moment it arrives, so an interrupted run keeps it; key masked
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    store.append_jsonl(store.CHATGPT_ANSWERS, [api.clean({"time": now, **row})])
+def record(row, when=None):  # appended the moment it arrives, so an interrupted run keeps it; key masked
+    when = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(when))  # UTC, now unless given
+    store.append_jsonl(store.CHATGPT_ANSWERS, [api.clean({"time": when, **row})])
 
 
-# ---- the paste sheet and the CSV template for asking by hand (cheap: every run)
-sheet, template = store.OUT / "chatgpt_prompts.md", store.OUT / "chatgpt_responses_template.csv"
-store.write_text(sheet, api.paste_sheet(sent, template, manual_csv, MODEL))
-store.write_text(template, api.csv_template(novel))
+sheet, template = api.write_paste_sheet(sent, manual_csv, MODEL)  # the paste sheet and CSV template (cheap: each run)
 done = {p: r for p, r in api.compact(novel).items() if r.get("status") == "ok"}  # answers already made
 
 # ---- by hand: import the answers pasted into the CSV
@@ -66,51 +64,37 @@ if mode == "manual":
               f"{store.display(template)}) and run this script again - or set OPENAI_API_KEY.")
         sys.exit(0)
     found = api.read_manual_csv(manual_csv, sent, MANUAL_MODEL)
-    when = datetime.fromtimestamp(manual_csv.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
-    new = [p for p, (answer, _) in found.items() if args.force or p not in done
-           or done[p].get("source") == "manual" and done[p].get("answer") != answer]  # an API answer stays
-    for prompt in new:
-        answer, model = found[prompt]
-        record({"prompt": prompt, "sent": sent[prompt], **api.answer_fields(answer), "source": "manual",
-                "model": model, "served_model": None, "base_url_host": None, "label": model, "status": "ok",
-                "error": None, "time": when, "file": store.display(manual_csv),
-                "fingerprint": store.fingerprint("manual", INSTRUCTION, model)})
-    print(api.table(store.read_jsonl(store.GENERATIONS), api.compact(novel), novel))
-    print(f"imported {len(new)} new or changed answer(s); {len(found)}/{len(novel)} prompts have a pasted answer "
-          f"-> {store.display(store.CHATGPT_ANSWERS)}")
-    sys.exit(0)
+    new = {p: found[p] for p, (answer, _) in found.items() if args.force or p not in done
+           or done[p].get("source") == "manual" and done[p].get("answer") != answer}  # an API answer stays
+    for prompt, (answer, model) in new.items():
+        record({"prompt": prompt, "sent": sent[prompt], "source": "manual", "model": model, "base_url_host": None,
+                "fingerprint": store.fingerprint("manual", INSTRUCTION, model), "file": store.display(manual_csv),
+                **api.outcome(answer, label=model)}, manual_csv.stat().st_mtime)
+    summary = f"imported {len(new)} new or changed answer(s); {len(found)}/{len(novel)} prompts have a pasted answer"
 
 # ---- through the API: ask each prompt that has no answer made with these settings
-client, host = api.connect(KEY, BASE_URL, TIMEOUT_S, MAX_RETRIES)
-FINGERPRINT = store.fingerprint(MODEL, INSTRUCTION, TEMPERATURE, MAX_TOKENS, host)
-todo = [p for p in novel if args.force or done.get(p, {}).get("fingerprint") != FINGERPRINT]
-stale = 0 if args.force else sum(p in done for p in todo)
-print(f"mode: api | server: {host} | model: {MODEL} | {len(novel)} novel prompts, {len(novel) - len(todo)} already "
-      f"answered, asking {len(todo)}" + (f" ({stale} answered with other settings)" if stale else ""), flush=True)
-failed = []
-for i, prompt in enumerate(todo, 1):
+else:
+    client, host = api.connect(KEY, BASE_URL, TIMEOUT_S, MAX_RETRIES)
+    FINGERPRINT = store.fingerprint(MODEL, INSTRUCTION, TEMPERATURE, MAX_TOKENS, host)
+    todo = [p for p in novel if args.force or done.get(p, {}).get("fingerprint") != FINGERPRINT]
+    stale = 0 if args.force else sum(p in done for p in todo)
+    print(f"mode: api | server: {host} | model: {MODEL} | {len(novel)} novel prompts, {len(novel) - len(todo)} already "
+          f"answered, asking {len(todo)}" + (f" ({stale} answered with other settings)" if stale else ""), flush=True)
     try:
-        served, text = api.ask(client, host, MODEL, sent[prompt], TEMPERATURE, MAX_TOKENS)
-        # the label names the served model and where it runs; "ChatGPT" only for api.openai.com
-        result = {**api.answer_fields(text), "served_model": served, "status": "ok", "error": None,
-                  "label": f"ChatGPT {served}" if host == "api.openai.com" else f"{served} at {host}"}
-    except api.Failed as error:
-        if error.fatal:  # the key, the model or the quota: no other prompt can succeed
-            api.compact(novel)
-            store.fail(error.fatal, 2)
-        result = {**api.answer_fields(""), "served_model": None, "label": None, "status": "failed",
-                  "error": str(error)}  # a failure, never an answer
-        failed.append(prompt)
-    record({"prompt": prompt, "sent": sent[prompt], "source": "api", "model": MODEL, "base_url_host": host,
-            "fingerprint": FINGERPRINT, "file": None, **result})
-    print(f"[{i}/{len(todo)}] {api.progress(prompt, result)}", flush=True)
+        for i, prompt in enumerate(todo, 1):  # a refused key, model or quota ends the script: no prompt can succeed
+            result = api.ask(client, host, MODEL, sent[prompt], TEMPERATURE, MAX_TOKENS)  # a failure is no answer
+            record({"prompt": prompt, "sent": sent[prompt], "source": "api", "model": MODEL, "base_url_host": host,
+                    "fingerprint": FINGERPRINT, "file": None, **result})
+            print(f"[{i}/{len(todo)}] {api.progress(prompt, result)}", flush=True)
+    finally:  # one row per prompt, whatever ended the run
+        latest = api.compact(novel)
+    answered = sum(r.get("status") == "ok" and r.get("fingerprint") == FINGERPRINT for r in latest.values())
+    summary = f"{answered}/{len(novel)} prompts answered"
 
 # ---- what was done
-latest = api.compact(novel)
-current = [p for p, r in latest.items() if r.get("status") == "ok" and r.get("fingerprint") == FINGERPRINT]
-print(api.table(store.read_jsonl(store.GENERATIONS), latest, novel))
-print(f"{len(current)}/{len(novel)} prompts answered -> {store.display(store.CHATGPT_ANSWERS)}")
-if len(current) < len(novel):
-    print(f"{len(novel) - len(current)} prompt(s) without an answer ({len(failed)} failed this run); "
-          "run again to ask only those.", file=sys.stderr)
+print(api.table(store.read_jsonl(store.GENERATIONS), api.compact(novel), novel))
+print(f"{summary} -> {store.display(store.CHATGPT_ANSWERS)}")
+if mode == "api" and answered < len(novel):
+    print(f"{len(novel) - answered} prompt(s) without an answer (asked this run, and failed); run again to ask only "
+          "those.", file=sys.stderr)
     sys.exit(1)
