@@ -1,6 +1,11 @@
 """Markdown rendering for the report (05): table cells made safe, tables through pandas' `to_markdown` (tabulate's
-GitHub format), figures with their 95% intervals ("80% [38–96]", "0.31 [0.25–0.37]"), the sections of a prompt set
-(answers and marks pivoted from the answers table), the prompts as sent, and the loss plot."""
+GitHub format), figures with their 95% intervals ("80% [38–96]", "0.31 [0.25–0.37]"), the tables of a prompt set
+(answers and marks pivoted from the answers table), the prompts as sent, the loss plot, and the Jinja2 templates in
+lib/templates/ that lay out the report (report.md.j2) and write its drafts (drafts.md.j2)."""
+import re
+from pathlib import Path
+
+import jinja2
 import pandas as pd
 
 from lib import metrics, scores, store
@@ -79,25 +84,23 @@ def mark(row):
         + ("" if pd.isna(row.f1) else f" · F1 {row.f1:.2f}")) + (f" · {CUT}" if row.truncated else "")
 
 
-def prompt_section(s, title, set_name, note, models):
-    """A prompt set's section: its answers per model, what each answer shows (marks) and which answers were cut."""
+def prompt_tables(s, set_name, models):
+    """A prompt set's tables: its answers per model, what each answer shows (marks) and which answers were cut."""
     cut = s.answers[(s.answers.set == set_name) & s.answers.model.isin(models) & s.answers.truncated]
-    return ["", f"## {title}", "", note, "", md(prompt_frame(s, set_name, models, answer)), "",
-            LEGEND.get(set_name, LEGEND_EMOJI), "", md(prompt_frame(s, set_name, models, mark, False)) + (
-                "" if cut.empty else f"\n\n{CUT}: {len(cut)} answer(s) here hit the token budget before their stop "
-                f"token ({', '.join(sorted({s.labels[m] for m in cut.model}))}); they are shown as generated, minus "
-                "any cut character.")]
+    return "\n\n".join([md(prompt_frame(s, set_name, models, answer)), LEGEND.get(set_name, LEGEND_EMOJI),
+                        md(prompt_frame(s, set_name, models, mark, False))]) + (
+        "" if cut.empty else f"\n\n{CUT}: {len(cut)} answer(s) here hit the token budget before their stop token "
+        f"({', '.join(sorted({s.labels[m] for m in cut.model}))}); they are shown as generated, minus any cut character.")
 
 
 def prompts_as_sent(s):
-    """One exact model input per prompt set and model; models that received the same string share one block, fenced
-    by more backticks than any line of backticks in it."""
+    """One exact model input per prompt set and model as (set, models, prompt, input, fence); models that received the
+    same string share one, fenced by more backticks than any line of backticks in it."""
     first = scores.ordered(s.answers[s.answers.model.isin(s.models)].drop_duplicates(["set", "model"]).fillna(
         {"input": "(not recorded - run `python 03_generate.py` again)"}), set=SETS, model=s.models)
-    return [line for (set_name, prompt, text), group in first.groupby(["set", "prompt", "input"], sort=False)
-            for fence in ["`" * max(3, 1 + max((len(r) for r in text.split("\n") if set(r) == {"`"}), default=0))]
-            for line in ["", f"### {set_name}: {', '.join(group.model.map(s.labels))}", "", f"Prompt: {prompt}", "",
-                         f"{fence}text", metrics.strip_replacement(text), fence]]
+    return [(set_name, ", ".join(group.model.map(s.labels)), prompt, metrics.strip_replacement(text),
+             "`" * max(3, 1 + max((len(r) for r in text.split("\n") if set(r) == {"`"}), default=0)))
+            for (set_name, prompt, text), group in first.groupby(["set", "prompt", "input"], sort=False)]
 
 
 def plot_losses(losses, labels, path):
@@ -115,3 +118,24 @@ def plot_losses(losses, labels, path):
     ax.legend()
     with store.atomic(path) as tmp:
         ax.figure.savefig(tmp, dpi=120, format="png")
+
+
+class _Folding(jinja2.FileSystemLoader):
+    """A template line that starts with spaces continues the line above, so that the templates can wrap the long
+    paragraphs that the report keeps on one line each."""
+
+    def get_source(self, environment, name):
+        source, path, uptodate = super().get_source(environment, name)
+        return re.sub(r"\n +", " ", source), path, uptodate
+
+
+def render(s, **context):
+    """report.md.j2 filled from the scores `s` and `context`, with the helpers above at hand."""
+    env = jinja2.Environment(loader=_Folding(Path(__file__).with_name("templates")), trim_blocks=True,
+                             lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    env.globals.update(s=s, L=s.labels, md=md, cell=cell, figure=figure, display=store.display, store=store, CUT=CUT,
+                       LEGEND_EMOJI=LEGEND_EMOJI, differs=scores.differs, get=scores.get,
+                       table=lambda models, columns: md(figures(s, models, columns)),
+                       prompt_tables=lambda set_name, models: prompt_tables(s, set_name, models),
+                       marks=lambda set_name, models: md(prompt_frame(s, set_name, models, mark, False)))
+    return env.get_template("report.md.j2").render(**context).replace("\ufffd", "")
