@@ -3,7 +3,7 @@
 Every emoji is a grapheme as the `emoji` package sees it (ZWJ sequences, flags, keycaps, skin tones are one
 each) with its variation selectors removed, so ❤ and ❤️ are the same emoji. Functions accept None as "".
 
-Metrics: describe (emoji-only, counts), compare (exact, multiset precision/recall/F1, set Jaccard, soft F1 with
+Metrics: is_emoji_only, words_leaked, compare (exact, multiset precision/recall/F1, set Jaccard, soft F1 with
 near-synonym credit from emoji_similarity), jaccard / mean_pairwise_jaccard / distinct_ratio / top_emojis
 (consistency and diversity), is_mostly_emoji and keyword_hit (non-emoji questions), wilson_interval /
 bootstrap_interval / intervals_overlap (uncertainty), nearest_neighbour (the lookup baseline) and
@@ -22,14 +22,12 @@ VARIATION_SELECTOR = "\ufe0f"
 # Invisible "glue" that only shapes how an emoji renders. FE0E/FE0F choose text or emoji style and must not
 # make two emojis differ; a ZWJ left over between two emojis the package doesn't know as one sequence is
 # not text the model wrote, so none of them may count as leftover.
-_SELECTORS = ("\ufe0e", VARIATION_SELECTOR)
-_GLUE = _SELECTORS + ("\u200d",)
+_SELECTORS = str.maketrans("", "", "\ufe0e" + VARIATION_SELECTOR)
+_GLUE = str.maketrans("", "", "\ufe0e\u200d" + VARIATION_SELECTOR)
 
 
 def _normalise(grapheme):
-    for selector in _SELECTORS:
-        grapheme = grapheme.replace(selector, "")
-    return grapheme
+    return grapheme.translate(_SELECTORS)
 
 
 def _parse(text):
@@ -49,17 +47,11 @@ def _parse(text):
     return emojis, pieces
 
 
-def _clean(piece):
-    for char in _GLUE:
-        piece = piece.replace(char, "")
-    return piece
-
-
 def split(text):
     """Split text into (emoji graphemes, leftover text). ZWJ sequences, flags, keycaps and skin tones are one
     grapheme each; variation selectors are dropped so that ❤ and ❤️ compare equal."""
     emojis, pieces = _parse(text)
-    return emojis, _clean("".join(pieces)).strip()
+    return emojis, "".join(pieces).translate(_GLUE).strip()
 
 
 def emojis_of(text):
@@ -76,29 +68,10 @@ def is_emoji_only(text):
 def words_leaked(text):
     """Word-like tokens left once emojis are removed: whitespace-separated tokens with their outer punctuation
     trimmed, kept only if they hold a letter or digit ("Sure!" -> "Sure", "don't" stays whole, "!" is dropped)."""
-    words = []
-    # Tokenise each stretch between emojis on its own, so "I🍕you" gives two words, not "Iyou".
-    for piece in _parse(text)[1]:
-        for token in _clean(piece).split():
-            start, end = 0, len(token)
-            while start < end and not token[start].isalnum():
-                start += 1
-            while end > start and not token[end - 1].isalnum():
-                end -= 1
-            if start < end:
-                words.append(token[start:end])
-    return words
-
-
-def describe(text):
-    """Per-output summary: emoji_only, n_emojis, n_words (leaked words) and the emojis joined into one string."""
-    emojis = emojis_of(text)
-    return {
-        "emoji_only": is_emoji_only(text),
-        "n_emojis": len(emojis),
-        "n_words": len(words_leaked(text)),
-        "emojis": "".join(emojis),
-    }
+    # Each stretch between emojis is tokenised on its own, so "I🍕you" gives two words, not "Iyou". [^\W_] is a letter
+    # or digit (str.isalnum): a token is trimmed to the span from its first to its last one.
+    return [word.group() for piece in _parse(text)[1] for token in piece.translate(_GLUE).split()
+            if (word := re.search(r"[^\W_](.*[^\W_])?", token))]
 
 
 def _ratio(numerator, denominator):
@@ -108,6 +81,11 @@ def _ratio(numerator, denominator):
 
 def _set_jaccard(a, b):
     return _ratio(len(a & b), len(a | b))
+
+
+def _singular(word):
+    """A plural 's' dropped ("hearts" -> "heart", "cookies" -> "cookie"), but not from short words or "-ss"."""
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
 
 # ---------------------------------------------------------------- near-synonyms (soft F1)
@@ -166,12 +144,8 @@ def _name_words(grapheme, language="en"):
     plural 's' ("hearts" -> "heart")."""
     data = _EMOJI_DATA.get(_base(grapheme)) or _EMOJI_DATA.get(grapheme) or {}
     names = [data.get(language, "")] + (data.get("alias", []) if language == "en" else [])
-    words = set()
-    for name in names:
-        for word in re.findall(r"[^\W\d_]+", name.lower()):  # letters only: "dog2" -> "dog", "+1" -> nothing
-            if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-                word = word[:-1]
-            words.add(word)
+    # letters only: "dog2" -> "dog", "+1" -> nothing
+    words = {_singular(word) for name in names for word in re.findall(r"[^\W\d_]+", name.lower())}
     return words - (_NAME_STOP_WORDS if language == "en" else _SPANISH_STOP_WORDS)
 
 
@@ -321,13 +295,8 @@ _SENTENCE_STOP_WORDS = set("""a about all am an and are as at be been but by can
 
 def _sentence_words(sentence):
     """Lowercased word set without stop words or a plural 's' ("cookies" -> "cookie", "grandma's" -> "grandma")."""
-    words = set()
-    for word in re.findall(r"[a-z0-9]+(?:'[a-z]+)?", (sentence or "").lower().replace("\u2019", "'")):
-        word = word[:-2] if word.endswith("'s") else word
-        if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-            word = word[:-1]
-        words.add(word)
-    return words - _SENTENCE_STOP_WORDS
+    words = re.findall(r"[a-z0-9]+(?:'[a-z]+)?", (sentence or "").lower().replace("\u2019", "'"))
+    return {_singular(word.removesuffix("'s")) for word in words} - _SENTENCE_STOP_WORDS
 
 
 def nearest_neighbour(sentence, pairs):
@@ -335,12 +304,8 @@ def nearest_neighbour(sentence, pairs):
     sentence, by Jaccard index of their word sets (_sentence_words). Ties, including no shared word at all, go to
     the earliest pair; "" only when pairs is empty."""
     words = _sentence_words(sentence)
-    best, best_score = "", -1.0
-    for other, emojis in pairs:
-        score = _set_jaccard(words, _sentence_words(other))
-        if score > best_score:
-            best, best_score = emojis, score
-    return best
+    # max keeps the first of equal scores
+    return max(pairs, key=lambda pair: _set_jaccard(words, _sentence_words(pair[0])), default=("", ""))[1]
 
 
 def strip_replacement(text):

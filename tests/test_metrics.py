@@ -21,7 +21,7 @@ def test_tricky_grapheme_counts_as_one_emoji(grapheme):
     assert len(emojis) == 1
     assert rest == ""
     assert metrics.is_emoji_only(grapheme)
-    assert metrics.describe(grapheme)["n_emojis"] == 1
+    assert len(metrics.emojis_of(grapheme)) == 1
 
 
 def test_tricky_graphemes_in_a_row_are_counted_separately():
@@ -81,7 +81,7 @@ def test_empty_or_none_output(empty):
     assert metrics.split(empty) == ([], "")
     assert metrics.is_emoji_only(empty) is False
     assert metrics.words_leaked(empty) == []
-    assert metrics.describe(empty) == {"emoji_only": False, "n_emojis": 0, "n_words": 0, "emojis": ""}
+    assert metrics.emojis_of(empty) == []
     assert metrics.compare(empty, "\U0001F600") == {"exact": False, "precision": 0.0, "recall": 0.0,
                                                     "f1": 0.0, "jaccard": 0.0, "soft_f1": 0.0}
 
@@ -90,7 +90,7 @@ def test_text_only_output():
     text = "I cannot answer with emojis."
     assert metrics.split(text) == ([], text)
     assert metrics.is_emoji_only(text) is False
-    assert metrics.describe(text) == {"emoji_only": False, "n_emojis": 0, "n_words": 5, "emojis": ""}
+    assert metrics.emojis_of(text) == [] and len(metrics.words_leaked(text)) == 5
     scores = metrics.compare(text, "\U0001F600\U0001F389")
     assert scores["exact"] is False
     assert scores["precision"] == scores["recall"] == scores["f1"] == scores["jaccard"] == scores["soft_f1"] == 0.0
@@ -102,7 +102,7 @@ def test_emoji_with_any_text_is_not_emoji_only():
     assert metrics.is_emoji_only(" \U0001F355 \U0001F389\n") is True
 
 
-# ---------------------------------------------------------------- words_leaked / describe
+# ---------------------------------------------------------------- words_leaked
 def test_words_leaked_trims_punctuation_around_words():
     assert metrics.words_leaked("Sure! \U0001F355 here you go") == ["Sure", "here", "you", "go"]
 
@@ -115,9 +115,10 @@ def test_words_on_either_side_of_an_emoji_are_not_glued_together():
     assert metrics.words_leaked("I\U0001F355you") == ["I", "you"]
 
 
-def test_describe_normalises_and_joins_emojis():
-    assert metrics.describe("Yes " + HEART_FE0F + FAMILY + HEART) == {
-        "emoji_only": False, "n_emojis": 3, "n_words": 1, "emojis": HEART + FAMILY + HEART}
+def test_emojis_are_normalised_beside_words():
+    text = "Yes " + HEART_FE0F + FAMILY + HEART
+    assert metrics.emojis_of(text) == [HEART, FAMILY, HEART] and metrics.words_leaked(text) == ["Yes"]
+    assert not metrics.is_emoji_only(text)
 
 
 # ---------------------------------------------------------------- compare: exact, multiset P/R/F1, Jaccard
