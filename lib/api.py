@@ -156,15 +156,8 @@ def write_paste_sheet(sent, manual_csv, model):
     """Write the paste sheet for asking ChatGPT by hand and the CSV template to paste its answers into (with a BOM, so
     spreadsheet programs read it as UTF-8); return their paths."""
     sheet, template = store.OUT / "chatgpt_prompts.md", store.OUT / "chatgpt_responses_template.csv"
-    store.write_text(sheet, "# Task 3: the novel prompts for ChatGPT\n\nWithout an API key, ask ChatGPT by hand:\n\n1. "
-                     "Start a **new ChatGPT chat for each prompt**, so earlier answers don't steer it.\n2. Paste the "
-                     "prompt exactly as written below and copy ChatGPT's whole answer, words and all.\n3. Copy "
-                     f"`{store.display(template)}` to `{store.display(manual_csv)}` and paste each answer into the "
-                     "`answer` column of its row (leave `prompt` as it is; optionally write the ChatGPT model into "
-                     "`model`).\n4. Run `python 04_chatgpt.py` again, then `python 05_report.py`.\n\nWith a key "
-                     f"instead: `OPENAI_API_KEY=... python 04_chatgpt.py` (model `{model}`), or point `OPENAI_BASE_URL`"
-                     " at any OpenAI-compatible server.\n" + "".join(f"\n## Prompt {i}\n\n```text\n{s}\n```\n"
-                                                                     for i, s in enumerate(sent.values(), 1)))
+    store.write_text(sheet, store.render("chatgpt_prompts.md.j2", template=store.display(template),
+                                         manual_csv=store.display(manual_csv), model=model, sent=sent.values()))
     csv.writer(text := io.StringIO()).writerows([[names[0] for names in COLUMNS]] + [[p, "", ""] for p in sent])
     store.write_text(template, "\ufeff" + text.getvalue())
     return sheet, template

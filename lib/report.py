@@ -2,10 +2,6 @@
 GitHub format), figures with their 95% intervals ("80% [38–96]", "0.31 [0.25–0.37]"), the tables of a prompt set
 (answers and marks pivoted from the answers table), the prompts as sent, the loss plot, and the Jinja2 templates in
 lib/templates/ that lay out the report (report.md.j2) and write its drafts (drafts.md.j2)."""
-import re
-from pathlib import Path
-
-import jinja2
 import pandas as pd
 
 from lib import metrics, scores, store
@@ -120,22 +116,11 @@ def plot_losses(losses, labels, path):
         ax.figure.savefig(tmp, dpi=120, format="png")
 
 
-class _Folding(jinja2.FileSystemLoader):
-    """A template line that starts with spaces continues the line above, so that the templates can wrap the long
-    paragraphs that the report keeps on one line each."""
-
-    def get_source(self, environment, name):
-        source, path, uptodate = super().get_source(environment, name)
-        return re.sub(r"\n +", " ", source), path, uptodate
-
-
 def render(s, **context):
     """report.md.j2 filled from the scores `s` and `context`, with the helpers above at hand."""
-    env = jinja2.Environment(loader=_Folding(Path(__file__).with_name("templates")), trim_blocks=True,
-                             lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
-    env.globals.update(s=s, L=s.labels, md=md, cell=cell, figure=figure, display=store.display, store=store, CUT=CUT,
-                       LEGEND_EMOJI=LEGEND_EMOJI, differs=scores.differs, get=scores.get,
-                       table=lambda models, columns: md(figures(s, models, columns)),
-                       prompt_tables=lambda set_name, models: prompt_tables(s, set_name, models),
-                       marks=lambda set_name, models: md(prompt_frame(s, set_name, models, mark, False)))
-    return env.get_template("report.md.j2").render(**context).replace("\ufffd", "")
+    return store.render("report.md.j2", s=s, L=s.labels, md=md, cell=cell, figure=figure, display=store.display,
+                        store=store, CUT=CUT, LEGEND_EMOJI=LEGEND_EMOJI, differs=scores.differs, get=scores.get,
+                        table=lambda models, columns: md(figures(s, models, columns)),
+                        prompt_tables=lambda set_name, models: prompt_tables(s, set_name, models),
+                        marks=lambda set_name, models: md(prompt_frame(s, set_name, models, mark, False)),
+                        **context).replace("\ufffd", "")

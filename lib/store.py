@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -53,6 +54,17 @@ LOSS_PLOT = OUT / "loss.png"
 EXPORT_DIR = OUT / "export"
 # The de-quantised embedded model, shared by every EMOJI_OUT (the tests use their own outputs, not their own copy).
 CACHE_DIR = Path(os.path.expanduser(os.environ.get("EMOJI_CACHE") or ROOT / "outputs" / "cache"))
+
+
+def render(name, /, **context):
+    """A Jinja2 template of lib/templates/ filled from `context`. A template line that starts with spaces continues the
+    line above, so that templates can wrap the long paragraphs that the outputs keep on one line each."""
+    import jinja2
+
+    fold = lambda file: re.sub(r"\n +", " ", (ROOT / "lib" / "templates" / file).read_text(encoding="utf-8"))  # noqa: E731
+    env = jinja2.Environment(loader=jinja2.FunctionLoader(fold), trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    return env.get_template(name).render(**context)
 
 
 def adapter_path(epochs):
