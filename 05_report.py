@@ -33,10 +33,12 @@ s = scores.build(scores.read_generations(["base", *runs]), store.read_jsonl(stor
 L, A, models, report.MAX_CELL = s.labels, s.answers, [*s.models, *s.baselines], MAX_CELL
 
 # ---- the tables that are more than scores (the template adds the score tables, the prompt sets' tables and the text)
-run_table = pd.DataFrame([{"run": L[k], "epochs": f"{r['epochs']}" + (f" (stopped at {r['epochs_trained']:g})" if r.get(
-    "epochs_trained", r["epochs"]) < r["epochs"] - 1e-6 else ""), "steps": r["steps"], "train s": f"{r['train_seconds']:.0f}",
-    "load s": f"{r['load_seconds']:.0f}", "peak memory GiB": f"{r['peak_memory_gib']:.1f}", "final train loss":
-    f"{r['final_train_loss']:.3f}"} for k, r in runs.items()])
+run_table = pd.DataFrame([{
+    "run": L[k], "epochs": f"{r['epochs']}" + (f" (stopped at {r['epochs_trained']:g})" if r.get(
+        "epochs_trained", r["epochs"]) < r["epochs"] - 1e-6 else ""), "steps": r["steps"],
+    "train s": f"{r['train_seconds']:.0f}", "load s": f"{r['load_seconds']:.0f}",
+    "peak memory GiB": f"{r['peak_memory_gib']:.1f}", "final train loss": f"{r['final_train_loss']:.3f}"}
+    for k, r in runs.items()])
 c = s.consistency  # 2.1: the sampled answers to the known prompts
 consistency = pd.DataFrame({
     "prompt": c.prompt, "model": c.model.map(L), "greedy answer": c.output.str.strip().replace("", "(empty)"),

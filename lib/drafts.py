@@ -42,7 +42,7 @@ def chatgpt_sources(s):
 
 
 def listing(s, metric, models=None):
-    """Each model's figure on the prompts ChatGPT answered (set "task3"), e.g. "1-epoch fine-tune 80% [38–96], ..."."""
+    """Each model's figure on the prompts ChatGPT answered (set "task3"): "1-epoch fine-tune 80% [38–96], ..."."""
     return ", ".join(f"{s.labels[m]} {figure(x)}" for m in (models or s.task3_models)
                      if (x := get(s.table, m, "task3", metric)) is not None)
 

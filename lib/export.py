@@ -119,15 +119,19 @@ def _unsloth_run(run):
     return bool(run.get("unsloth")) and models.cuda()
 
 
+def _unsloth_load(adapter_dir):
+    """The adapter on its 4-bit base through Unsloth, and its tokenizer."""
+    from unsloth import FastLanguageModel
+
+    return FastLanguageModel.from_pretrained(str(adapter_dir), load_in_4bit=True, dtype=models.train_dtype())
+
+
 def merge(adapter_dir, run, out_dir):
     """The adapter folded into its base model, saved as MERGED_DTYPE weights with the adapter's tokenizer (and so its
     chat template) and generation config, into `out_dir`."""
     if _unsloth_run(run):
         # Unsloth's own merge: de-quantises the 4-bit base and folds the adapter in 16-bit.
-        from unsloth import FastLanguageModel
-
-        model, tokenizer = FastLanguageModel.from_pretrained(str(adapter_dir), load_in_4bit=True,
-                                                             dtype=models.train_dtype())
+        model, tokenizer = _unsloth_load(adapter_dir)
         model.save_pretrained_merged(str(out_dir), tokenizer, save_method="merged_16bit")
     else:
         import torch
@@ -174,10 +178,7 @@ def gguf(adapter_dir, run, out):
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as work:
         work = Path(work)
         if _unsloth_run(run) and (script is None or GGUF_TYPE not in CONVERTER_TYPES):
-            from unsloth import FastLanguageModel
-
-            model, tokenizer = FastLanguageModel.from_pretrained(str(adapter_dir), load_in_4bit=True,
-                                                                 dtype=models.train_dtype())
+            model, tokenizer = _unsloth_load(adapter_dir)
             model.save_pretrained_gguf(str(work / "unsloth"), tokenizer, quantization_method=GGUF_TYPE)
             found = sorted(work.rglob("*.gguf"), key=lambda f: f.stat().st_mtime)  # its name and folder vary
             if not found:

@@ -15,6 +15,9 @@ from lib import metrics, prompts, store
 SAVE_AS = "save it as CSV UTF-8 (Excel: File > Save As > CSV UTF-8; LibreOffice: Text CSV, character set UTF-8)"
 MAX_FIELD_CHARS = 1000  # a sentence longer than this is a missing closing quote, not a sentence
 MAX_PROBLEMS = 20  # a wrong file would otherwise report every line
+NOT_CSV = {(b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff"): "the file is UTF-32 text",  # before UTF-16: the same start
+           (b"\xff\xfe", b"\xfe\xff"): "the file is UTF-16 text",
+           (b"PK\x03\x04", b"\xd0\xcf\x11\xe0"): "this is a spreadsheet workbook (.xlsx, .xls or .ods), not a CSV file"}
 
 
 def line_of(data, offset):
@@ -23,12 +26,9 @@ def line_of(data, offset):
 
 def decode(data):
     """(text, None) for a CSV's bytes, else (None, 'LINE: problem') saying how to save it instead."""
-    if data.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
-        return None, f"1: the file is UTF-32 text - {SAVE_AS}"
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return None, f"1: the file is UTF-16 text - {SAVE_AS}"
-    if data.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):
-        return None, f"1: this is a spreadsheet workbook (.xlsx, .xls or .ods), not a CSV file - {SAVE_AS}"
+    for starts, what in NOT_CSV.items():
+        if data.startswith(starts):
+            return None, f"1: {what} - {SAVE_AS}"
     data = data.removeprefix(b"\xef\xbb\xbf")
     nul = data.find(b"\x00")
     if nul >= 0:

@@ -86,7 +86,8 @@ def prompt_tables(s, set_name, models):
     return "\n\n".join([md(prompt_frame(s, set_name, models, answer)), LEGEND.get(set_name, LEGEND_EMOJI),
                         md(prompt_frame(s, set_name, models, mark, False))]) + (
         "" if cut.empty else f"\n\n{CUT}: {len(cut)} answer(s) here hit the token budget before their stop token "
-        f"({', '.join(sorted({s.labels[m] for m in cut.model}))}); they are shown as generated, minus any cut character.")
+        f"({', '.join(sorted({s.labels[m] for m in cut.model}))}); they are shown as generated, minus any cut "
+        "character.")
 
 
 def prompts_as_sent(s):

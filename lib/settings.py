@@ -5,6 +5,7 @@ import argparse
 import math
 import os
 import sys
+from contextlib import suppress
 from pathlib import Path
 
 INTERRUPTED = "interrupted - finished work is kept; run again to continue"
@@ -99,25 +100,22 @@ def user_path(text, base=None):
     return Path(os.path.abspath(path if path.is_absolute() else Path(base or os.getcwd()) / path))
 
 
-def _path(text):
-    if not str(text).strip():
-        raise argparse.ArgumentTypeError("a path must not be empty")
-    return user_path(text)
-
-
-def _bool(text):
-    if text.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return text.lower() in ("1", "true", "yes", "on")
+BOOLS = {**dict.fromkeys(("1", "true", "yes", "on"), True), **dict.fromkeys(("0", "false", "no", "off"), False)}
+EXPECTED = {bool: "true or false", int: "a whole number", float: "a number", Path: "a path that is not empty"}
 
 
 def _typed(kind):
+    """argparse's type= for a setting of this kind (a bool written as true|false, a path taken from the current folder);
+    a value of another kind is one line naming what was expected."""
     def parse(text):
-        try:
-            return kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, "
-                                             f"got {text!r}") from None
+        if kind is bool and text.lower() in BOOLS:
+            return BOOLS[text.lower()]
+        if kind is Path and text.strip():
+            return user_path(text)
+        with suppress(ValueError):
+            if kind in (int, float):
+                return kind(text)
+        raise argparse.ArgumentTypeError(f"expected {EXPECTED[kind]}, got {text!r}")
     return parse
 
 
@@ -139,10 +137,10 @@ def configure(namespace, doc, checks=None):
             continue
         flag = "--" + name.lower().replace("_", "-")
         if isinstance(value, bool):
-            parser.add_argument(flag, dest=name, default=value, type=_bool, metavar="true|false", help="(bool)")
+            parser.add_argument(flag, dest=name, default=value, type=_typed(bool), metavar="true|false", help="(bool)")
         elif isinstance(value, str) and name.endswith(PATH_SUFFIXES):
             namespace[name] = str(user_path(value, base=root))  # a default written in a script: from the repository
-            parser.add_argument(flag, dest=name, default=namespace[name], metavar="PATH", type=_path,
+            parser.add_argument(flag, dest=name, default=namespace[name], metavar="PATH", type=_typed(Path),
                                 help="(path; a relative path is taken from the current directory)")
             checks.setdefault(name, not_empty)
         else:

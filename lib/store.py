@@ -61,7 +61,9 @@ def render(name, /, **context):
     line above, so that templates can wrap the long paragraphs that the outputs keep on one line each."""
     import jinja2
 
-    fold = lambda file: re.sub(r"\n +", " ", (ROOT / "lib" / "templates" / file).read_text(encoding="utf-8"))  # noqa: E731
+    def fold(file):
+        return re.sub(r"\n +", " ", (ROOT / "lib" / "templates" / file).read_text(encoding="utf-8"))
+
     env = jinja2.Environment(loader=jinja2.FunctionLoader(fold), trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     return env.get_template(name).render(**context)
@@ -86,9 +88,9 @@ def require(path, script):
 def _remove(path):
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
+    else:
         with suppress(OSError):
-            path.unlink()
+            path.unlink(missing_ok=True)
 
 
 @contextmanager
