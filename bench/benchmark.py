@@ -11,9 +11,9 @@ same LoRA settings, same data, one after the other on one machine (issues 5 and 
 Paths: unsloth (the defaults), plain (EMOJI_NO_UNSLOTH=1: lib.models.load loads bitsandbytes nf4 and 02 adds the
 same LoRA adapters through PEFT), and -fp16 of either (BENCH_FP16=1: torch reports bf16 as unsupported, so the scripts
 train and generate in fp16, as they do on a T4). Each run goes through all five scripts in fresh processes, exactly
-as a user runs them, with its own EMOJI_OUT and its own compile caches (inductor, Triton, Unsloth's mega-cache),
-shared only by a repeat of the same run name (Unsloth's unsloth_compiled_cache/ holds generated source, not compiled
-kernels, and stays where Unsloth puts it). 02 and 03 go through bench/instrument.py, which times loads, every
+as a user runs them, with its own EMOJI_OUT and its own compile caches (inductor, Triton, Unsloth's mega-cache and
+its generated source, all under EMOJI_CACHE: lib.models.import_unsloth puts them there), shared only by a repeat of
+the same run name. 02 and 03 go through bench/instrument.py, which times loads, every
 training step (with its batch shape and real tokens) and every generate call without changing the scripts.
 
 The model is bench/make_llama2_shaped.py's random-weight Llama-2-7B-shaped model with the real Llama-2 tokenizer,
