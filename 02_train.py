@@ -123,6 +123,7 @@ for epochs in todo:
         trainer = SFTTrainer(model=model, args=config, train_dataset=data["train"], eval_dataset=data["validation"],
                              processing_class=tokenizer, optimizers=(optimizer, None),
                              callbacks=[EarlyStoppingCallback(EARLY_STOPPING_PATIENCE)] if EARLY_STOPPING else [])
+        models.full_batches(trainer, batch if graphs else 0)  # one graph shape: a short last batch filled, same loss
         rates = sorted({g["lr"] for g in optimizer.param_groups if g["params"]}) if optimizer else [lr]
         print(f"run: {epochs} epoch(s), batch {batch}x{GRAD_ACCUM}, learning rate {lr:g}"
               + (f" with LoRA+ ratio {ratio:g} (A {rates[0]:g}, B {rates[-1]:g})" if optimizer else ""), flush=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 T4_GIB = 15.0  # a T4's memory as nvidia-smi shows it: 15360 MiB
-INSTALL_CELL = '''# @title Install (replaced by bench/run_notebook.py: this machine has the packages already, carried to it)
+INSTALL_CELL = '''# @title Install (replaced by bench/run_notebook.py: the packages were carried to this machine)
 import importlib.util
 from importlib import metadata
 names = ("torch", "transformers", "trl", "peft", "datasets", "bitsandbytes", "unsloth", "unsloth_zoo", "accelerate")

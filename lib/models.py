@@ -73,16 +73,42 @@ def cpu_bf16_autocast():
 def import_unsloth(name, compile=True, graphs=False):
     """Unsloth patches transformers, PEFT and TRL as it is imported, so it comes before them. It reads its switches
     once, on import: compile each transformer block, replay it as a CUDA graph. Compiled kernels are cached under
-    outputs/cache. No-op without CUDA."""
+    outputs/cache, and so is the source Unsloth generates (else unsloth_compiled_cache/ in the working directory): a
+    later run on the same machine or in the same Colab session starts warm. No-op without CUDA."""
     if not uses_unsloth(resolve(name)):
         return
     os.environ["UNSLOTH_BLOCK_CUDAGRAPHS"] = "1" if graphs else "0"
     if not compile:
         os.environ["UNSLOTH_COMPILE_DISABLE"] = "1"
     for var, sub in (("TORCHINDUCTOR_CACHE_DIR", "torchinductor"), ("TRITON_CACHE_DIR", "triton"),
-                     ("UNSLOTH_MEGA_CACHE_DIR", "unsloth-mega")):
+                     ("UNSLOTH_MEGA_CACHE_DIR", "unsloth-mega"), ("UNSLOTH_COMPILE_LOCATION", "unsloth-compiled")):
         os.environ.setdefault(var, str(store.CACHE_DIR / sub))
     import unsloth  # noqa: F401
+
+
+def full_batches(trainer, rows):
+    """Every training batch `rows` tall: an epoch's short last batch (1,396 pairs = 174 x 8 + 4) gets rows that carry no
+    loss (labels -100, one attended token so attention stays finite), so CUDA graphs see one shape and do not record
+    a second set for it in every run. Loss, gradient and step count are those of the short batch: the loss is the mean
+    over labelled tokens, which the filler rows do not have. Evaluation batches are left alone. rows 0: no change."""
+    import torch
+
+    if not rows:
+        return
+    step = trainer.training_step
+
+    def training_step(model, inputs, *args, **kwargs):
+        have = inputs["input_ids"].shape[0]
+        if have < rows:
+            inputs = dict(inputs)
+            for key, value in inputs.items():
+                if torch.is_tensor(value) and value.dim() and value.shape[0] == have:
+                    fill = value.new_full((rows - have, *value.shape[1:]), -100 if key == "labels" else 0)
+                    if key == "attention_mask":
+                        fill[:, 0] = 1
+                    inputs[key] = torch.cat([value, fill])
+        return step(model, inputs, *args, **kwargs)
+    trainer.training_step = training_step
 
 
 def speed_plan(name, planned_steps):

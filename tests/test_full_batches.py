@@ -54,3 +54,6 @@ def test_full_batches_pass_through_unchanged():
     batch = short_batch(rows=4)
     recorder.training_step(None, batch)
     assert seen == [batch] and seen[0] is batch
+    unchanged = StepRecorder()
+    models.full_batches(unchanged, 0)  # 02 without CUDA graphs
+    assert "training_step" not in vars(unchanged)
