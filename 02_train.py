@@ -13,10 +13,10 @@ from lib import export, models, rawdata, settings, store
 
 MODEL = "auto"  # auto | embedded | a Hugging Face name or local folder
 EPOCHS = "1,5"  # one separate run per entry
-# auto: every training pair with CUDA; on a CPU a seeded subset of 400, so the demo fits its time budget (README: what
+# auto: every training pair with CUDA; on a CPU a seeded subset of 800, so the demo fits its time budget (README: what
 # it costs in quality). "all", or a number, for the same choice everywhere. Every run gets the same pairs.
 TRAIN_PAIRS = "auto"
-BATCH_SIZE = "auto"  # a number, or auto: 4 for the embedded model (sweep in BENCHMARKS.md), 8 for the 7B
+BATCH_SIZE = "auto"  # a number, or auto: 8, and 4 for the embedded model on a GPU (sweep in BENCHMARKS.md)
 GRAD_ACCUM = 1
 LEARNING_RATE = "auto"  # a number, or auto: 2e-4 for the 7B QLoRA (Unsloth's guidance), 5e-4 for the embedded model
 LR_SCHEDULER = "linear"  # any transformers scheduler name
@@ -24,7 +24,9 @@ WARMUP = 0.05  # a fraction of the steps (< 1) or a number of steps
 WEIGHT_DECAY = 0.0
 LORA_R = 16
 LORA_ALPHA = 32
-LORA_DROPOUT = 0.05
+# a number, or auto: 0 on a CPU (no dropout masks to draw: a step ~10% faster at the same validation loss,
+# BENCHMARKS.md), 0.05 with CUDA (what the GPU benchmarks measured)
+LORA_DROPOUT = "auto"
 LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"  # every linear layer of the blocks
 LORA_LAYERS = "all"  # all, or FIRST-LAST blocks (0-based, e.g. 20-29): backpropagation stops at the lowest one
 # LoRA+: the B matrices learn this many times faster than the A ones (1: plain LoRA); auto: 16 for the embedded model
@@ -44,7 +46,7 @@ args = settings.configure(globals(), __doc__, checks=dict(
     BATCH_SIZE=s.either("auto", s.whole(1, 512)), GRAD_ACCUM=s.whole(1, 64), LORA_R=s.whole(1, 256),
     LEARNING_RATE=s.either("auto", s.between(1e-7, 1)), LR_SCHEDULER=s.not_empty, OPTIM=s.not_empty,
     WARMUP=s.either(s.between(0, 0.99), s.whole(0, 10**5)), WEIGHT_DECAY=s.between(0, 1), SEED=s.seed,
-    LORA_ALPHA=s.between(0.01, 1024), LORA_DROPOUT=s.between(0, 0.9), LORA_TARGETS=s.not_empty,
+    LORA_ALPHA=s.between(0.01, 1024), LORA_DROPOUT=s.either("auto", s.between(0, 0.9)), LORA_TARGETS=s.not_empty,
     LORA_LAYERS=s.either("all", s.index_range), LORAPLUS_RATIO=s.either("auto", s.between(1, 1000)),
     MAX_SEQ_LENGTH=s.whole(16, 4096), MAX_STEPS=s.either(-1, s.whole(1, 10**6)),
     EARLY_STOPPING_PATIENCE=s.whole(1, 100), EXPORT=s.one_of("auto", "none", "merged", "gguf")))
@@ -88,17 +90,18 @@ import torch  # noqa: E402
 from peft.optimizers import create_loraplus_optimizer  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
+models.answer_only_loss()  # the output layer on answer tokens only
+
 # ---- Step 2: load the model once and add LoRA adapters; each run starts from the same initial adapter weights.
 start = time.time()
 set_seed(SEED)
 model, tokenizer, prompt_format = models.load(name, MAX_SEQ_LENGTH)
 load_seconds = round(time.time() - start, 1)
 longest = models.longest(tokenizer, data["train"], MAX_SEQ_LENGTH)  # one line, exit 2, if MAX_SEQ_LENGTH is too short
-model = models.add_lora(model, name, LORA_R, LORA_ALPHA, LORA_DROPOUT, [t.strip() for t in LORA_TARGETS.split(",")],
+model = models.add_lora(model, name, LORA_R, LORA_ALPHA, resolved["LORA_DROPOUT"], LORA_TARGETS,
                         None if LORA_LAYERS == "all" else settings.parse_range(LORA_LAYERS), SEED)
 reset_adapter = models.adapter_reset(model)
 lr, ratio, batch = resolved["LEARNING_RATE"], resolved["LORAPLUS_RATIO"], resolved["BATCH_SIZE"]
-cpu_bf16 = models.cpu_bf16_autocast()
 
 # ---- Step 3: one SFTTrainer run per entry of EPOCHS, loss on the answer only, validation loss every epoch
 for epochs in todo:
@@ -114,8 +117,8 @@ for epochs in todo:
             pad_to_multiple_of=min(MAX_SEQ_LENGTH, -(-longest // 8) * 8) if graphs else None,  # one graph shape
             save_strategy="epoch" if EARLY_STOPPING else "no", load_best_model_at_end=EARLY_STOPPING,
             metric_for_best_model="eval_loss", save_total_limit=1 if EARLY_STOPPING else None,
-            bf16=models.train_dtype() == torch.bfloat16 or cpu_bf16, fp16=models.train_dtype() == torch.float16,
-            use_cpu=cpu_bf16, dataloader_pin_memory=False,
+            bf16=models.train_dtype() == torch.bfloat16 or models.cpu_bf16_autocast(),
+            fp16=models.train_dtype() == torch.float16, use_cpu=models.cpu_bf16_autocast(), dataloader_pin_memory=False,
             gradient_checkpointing=False,  # short sequences: recomputing every forward would cost a third more time
             padding_free=False)  # stated: Unsloth switches it on by itself; without flash-attention it was 2.7x slower
         optimizer = None if ratio == 1 else create_loraplus_optimizer(
@@ -137,8 +140,7 @@ for epochs in todo:
         losses = {"train": [{k: h[k] for k in ("step", "epoch", "loss")} for h in history if "loss" in h],
                   "validation": [{"epoch": 0.0, "loss": initial}]
                   + [{"epoch": h["epoch"], "loss": h["eval_loss"]} for h in history if "eval_loss" in h]}
-        trainer.model.save_pretrained(str(work))
-        tokenizer.save_pretrained(str(work))
+        trainer.save_model(str(work))  # the adapter and the tokenizer
         shutil.rmtree(work / "checkpoints", ignore_errors=True)
         store.write_json(work / "losses.json", losses)
         store.write_json(work / "run.json", {

@@ -10,6 +10,11 @@ train begin/end, each lib.models.generate call. Switches:
 For 02_train.py:
   BENCH_PROFILE=A:B     torch.profiler over training steps A..B-1 of the first run (0-based): wall time, GPU kernel
                         time and count, and the top operations by GPU and by host time, into the events file.
+For 02_train.py on a CPU (bench/cpu_train.py's variants of a training step that are not settings of 02):
+  BENCH_SFT=JSON        SFTConfig fields set after 02 made its config, e.g. {"train_sampling_strategy": "group_by_length"}
+  BENCH_LM_HEAD_CHUNK=N TRL's chunked loss computes the output layer in chunks of N answer tokens (TRL's own: 256)
+  BENCH_BF16_WEIGHTS=1  the loaded model's weights cast to bfloat16 (LoRA weights and optimizer stay float32: PEFT
+                        keeps adapters in float32)
 For 03_generate.py, after the script has finished with its model still in memory:
   BENCH_GEN_COMPARE=N   answer every greedy emoji prompt with adapter ft1 all at once in batches, then the first N
                         one at a time (same token budget), timing both;
@@ -83,6 +88,10 @@ def load(*args, **kwargs):
     install_recorder()  # in case the script imported its trainer without models.import_unsloth
     start = now()
     model, tokenizer, prompt_format = _load(*args, **kwargs)
+    if os.environ.get("BENCH_BF16_WEIGHTS") == "1":
+        import torch
+
+        model.to(torch.bfloat16)
     _tokenizer_holder[0] = tokenizer
     ev["loads"].append({"start": start, "end": now(), "dtype": str(model.dtype), "prompt_format": prompt_format})
     dump()
@@ -166,7 +175,7 @@ def profile_start():
     import torch
 
     prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
-                                              torch.profiler.ProfilerActivity.CUDA])
+                                              torch.profiler.ProfilerActivity.CUDA], record_shapes=True)
     prof.__enter__()
     prof.t0 = time.time()
     return prof
@@ -184,7 +193,9 @@ def profile_stop(prof, steps):
     return {"steps": steps, "wall_s": round(wall, 3), "gpu_kernel_s": round(busy, 3),
             "gpu_busy_pct": round(100 * busy / wall, 1), "gpu_events": len(gpu),
             "top_gpu": averages.table(sort_by="self_device_time_total", row_limit=15, max_name_column_width=60),
-            "top_host": averages.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=60)}
+            "top_host": averages.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=60),
+            "top_host_by_shape": prof.key_averages(group_by_input_shape=True).table(
+                sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=40, max_shapes_column_width=60)}
 
 
 def install_recorder():
@@ -192,6 +203,25 @@ def install_recorder():
         return
     ev["recorder"] = True
     import trl
+    from trl.trainer import sft_trainer
+
+    if os.environ.get("BENCH_LM_HEAD_CHUNK"):  # read by SFTTrainer.__init__; 02's own setting, if any, comes first
+        chunk = int(os.environ["BENCH_LM_HEAD_CHUNK"])
+        _init = sft_trainer.SFTTrainer.__init__
+
+        def init_with_chunk(self, *args, **kwargs):
+            sft_trainer._CHUNKED_LM_HEAD_CHUNK_SIZE = chunk
+            _init(self, *args, **kwargs)
+        sft_trainer.SFTTrainer.__init__ = init_with_chunk
+    if os.environ.get("BENCH_SFT"):
+        overrides = json.loads(os.environ["BENCH_SFT"])
+        _post_init = trl.SFTConfig.__post_init__
+
+        def post_init(self):
+            _post_init(self)
+            for key, value in overrides.items():
+                setattr(self, key, value)
+        trl.SFTConfig.__post_init__ = post_init
     from transformers import trainer_callback
 
     batch = {}  # the shape and real tokens of the step's batch, read by the trainer's training_step below

@@ -27,10 +27,25 @@ name_check = settings.Check("auto, embedded, a model folder that exists, or a hu
 
 def auto_settings(name):
     """What "auto" means in 02 for this model: the embedded model's values are the validation-F1 sweep's best
-    (BENCHMARKS.md), the 7B's Unsloth's QLoRA guidance; a CPU trains a seeded 400-pair subset to fit its time budget."""
+    (BENCHMARKS.md), the 7B's Unsloth's QLoRA guidance. A CPU trains batches of 8 (1.2x the examples per second of
+    batch 4) on a seeded 800-pair subset, what 1 + 5 epochs fit in the ~12-minute budget (bench/cpu_train.py)."""
     embedded = name == EMBEDDED
-    return {"MODEL": name, "TRAIN_PAIRS": "all" if cuda() else 400, "BATCH_SIZE": 4 if embedded else 8,
-            "LEARNING_RATE": 5e-4 if embedded else 2e-4, "LORAPLUS_RATIO": 16.0 if embedded else 1.0}
+    return {"MODEL": name, "TRAIN_PAIRS": "all" if cuda() else 800, "BATCH_SIZE": 4 if embedded and cuda() else 8,
+            "LEARNING_RATE": 5e-4 if embedded else 2e-4, "LORAPLUS_RATIO": 16.0 if embedded else 1.0,
+            "LORA_DROPOUT": 0.05 if cuda() else 0.0}
+
+
+def answer_only_loss(rows=32):
+    """TRL's default loss (chunked_nll) runs the output layer on answer tokens only, but in chunks of 256 rows: a batch
+    of short emoji examples has ~50 answer tokens among ~350, so one chunk covered the prompts too and the 49K-word
+    output layer ran (twice: the chunk is recomputed in backward) on every position. Chunks of 32 rows: the same loss,
+    and a CPU step 1.2-1.4x faster with no LoRA dropout (bench/cpu_train.py). Read by SFTTrainer when it is made. With
+    CUDA, TRL's own chunks are kept: the GPU benchmarks (issue 20) measured them."""
+    if cuda():
+        return
+    from trl.trainer import sft_trainer
+
+    sft_trainer._CHUNKED_LM_HEAD_CHUNK_SIZE = rows
 
 
 def run_facts(name):
@@ -197,8 +212,9 @@ def _embedded_copy():
 
 
 def add_lora(model, name, r, alpha, dropout, targets, layers, seed):
-    """Fresh LoRA adapters on the `targets` linear layers of the `layers` blocks (None: all). A target or block the
-    model does not have is one line listing what it has."""
+    """Fresh LoRA adapters on the `targets` linear layers (comma-separated names) of the `layers` blocks (None: all). A
+    target or block the model does not have is one line listing what it has."""
+    targets = [t.strip() for t in targets.split(",")]
     linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()  # Linear, Linear4bit, ...
                      if "Linear" in type(m).__name__ and ".layers." in n})
     if unknown := [t for t in targets if t not in linear]:

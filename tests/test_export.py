@@ -45,7 +45,7 @@ def adapter(tmp_path_factory):
     pairs = [p for p in pairs if p[0] in prompts.KNOWN] + [p for p in pairs if p[0] not in prompts.KNOWN][:PAIRS - 5]
     # The adapters 02 adds (models.add_lora), on every linear layer of every block.
     model = models.add_lora(model, models.EMBEDDED, r=8, alpha=16, dropout=0.0,
-                            targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                            targets="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
                             layers=None, seed=0)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
     model.train()

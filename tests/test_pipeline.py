@@ -276,7 +276,7 @@ def test_settings_that_change_no_run_retrain_nothing(pipeline, tmp_path):
     # Issue 17, fix 6: OPTIM under LoRA+ (the embedded default), an explicit TRAIN_PAIRS equal to what auto means here,
     # the patience without early stopping: none of them changes a run, so none may retrain one.
     out = copy_of(pipeline, tmp_path)
-    for extra in (["--optim", "adamw_torch"], ["--train-pairs", "400"], ["--early-stopping-patience", "3"]):
+    for extra in (["--optim", "adamw_torch"], ["--train-pairs", "800"], ["--early-stopping-patience", "3"]):
         result = run_ok("02_train.py", *TRAIN, *extra, out=out)
         assert result.stdout.count("up to date") == 2 and "saved" not in result.stdout, (extra, result.stdout)
 
