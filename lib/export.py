@@ -49,25 +49,8 @@ def default_kind(model_name=models.EMBEDDED):
     return "gguf" if converter() else "merged"
 
 
-def export_path(adapter_dir, kind, export_dir=None):
-    """Where the export of `adapter_dir` goes: <export_dir>/epochsN.gguf or <export_dir>/epochsN-merged/."""
-    export_dir = Path(export_dir or EXPORT_DIR)
-    name = Path(adapter_dir).name
-    return export_dir / (f"{name}.gguf" if kind == "gguf" else f"{name}-merged")
-
-
 def stamp_path(target):
     return target / "export.json" if target.suffix != ".gguf" else target.with_name(target.name + ".json")
-
-
-def export_stamp(run, kind):
-    """What an export is made of: the adapter's own stamp and finish time (a retrain with the same settings is a new
-    adapter) and the export settings."""
-    settings = {"kind": kind, "merged_dtype": MERGED_DTYPE, "gguf_type": GGUF_TYPE if kind == "gguf" else None,
-                "converter": "==".join(CONVERTER_PACKAGE) if kind == "gguf" else None}
-    inputs = {"adapter_fingerprint": (run.get("stamp") or {}).get("fingerprint"),
-              "adapter_finished_at": run.get("finished_at")}
-    return store.make_stamp(settings, inputs)
 
 
 def export_run(adapter_dir, kind="auto", export_dir=None, force=False):
@@ -78,9 +61,7 @@ def export_run(adapter_dir, kind="auto", export_dir=None, force=False):
     if not (adapter_dir / "adapter_config.json").exists():
         store.fail(f"{store.display(adapter_dir)} has no finished adapter - run `python 02_train.py` first.")
     run = store.read_json(adapter_dir / "run.json", "02_train.py")
-    asked, kind = kind, default_kind(run.get("model", "auto")) if kind == "auto" else kind
-    if kind not in KINDS:
-        store.fail(f"unknown export kind {kind!r} - use one of {', '.join(KINDS)} or auto.", 2)
+    asked, kind = kind, default_kind(run.get("model", "auto")) if kind == "auto" else kind  # callers check `kind`
     if kind == "none":
         if asked == "auto":
             print(f"{store.display(adapter_dir)} not exported (auto: large model) - `python -m lib.export --kind "
@@ -89,8 +70,14 @@ def export_run(adapter_dir, kind="auto", export_dir=None, force=False):
     if kind == "gguf" and GGUF_TYPE not in CONVERTER_TYPES and not _unsloth_run(run):
         store.fail(f"GGUF type {GGUF_TYPE!r} needs llama.cpp's compiled quantizer (Unsloth, on a GPU) - on a CPU use "
                    f"one of {', '.join(CONVERTER_TYPES)}.", 2)
-    target = export_path(adapter_dir, kind, export_dir)
-    stamp = export_stamp(run, kind)
+    to_gguf = kind == "gguf"  # <export_dir>/epochsN.gguf, else <export_dir>/epochsN-merged/
+    target = Path(export_dir or EXPORT_DIR) / (adapter_dir.name + (".gguf" if to_gguf else "-merged"))
+    # What it is made of: the adapter's own stamp and finish time (a retrain with the same settings is a new adapter)
+    # and the export settings.
+    stamp = store.make_stamp({"kind": kind, "merged_dtype": MERGED_DTYPE, "gguf_type": GGUF_TYPE if to_gguf else None,
+                              "converter": "==".join(CONVERTER_PACKAGE) if to_gguf else None},
+                             {"adapter_fingerprint": (run.get("stamp") or {}).get("fingerprint"),
+                              "adapter_finished_at": run.get("finished_at")})
     if not force and target.exists() and store.is_current(stamp_path(target), stamp):
         print(f"{store.display(target)} is up to date (use --force to export again).")
         return target
@@ -101,7 +88,7 @@ def export_run(adapter_dir, kind="auto", export_dir=None, force=False):
             store.write_json(tmp / "export.json", stamp)
         else:
             gguf(adapter_dir, run, tmp)
-    if kind == "gguf":  # the stamp goes last: interrupted before it, the next run redoes the export
+    if to_gguf:  # the stamp goes last: interrupted before it, the next run redoes the export
         store.write_json(stamp_path(target), stamp)
     size = sum(f.stat().st_size for f in ([target] if target.is_file() else target.rglob("*")) if f.is_file())
     print(f"exported {store.display(target)} ({kind}, {size / 2**20:.0f} MiB) in {time.time() - start:.0f}s",

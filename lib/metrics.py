@@ -26,16 +26,12 @@ _SELECTORS = str.maketrans("", "", "\ufe0e" + VARIATION_SELECTOR)
 _GLUE = str.maketrans("", "", "\ufe0e\u200d" + VARIATION_SELECTOR)
 
 
-def _normalise(grapheme):
-    return grapheme.translate(_SELECTORS)
-
-
 def _parse(text):
     """(emoji graphemes, leftover pieces): the pieces are the stretches of text between emojis, uncleaned."""
     text = text or ""
     emojis, pieces, last = [], [], 0
     for match in emoji.emoji_list(text):
-        grapheme = _normalise(match["emoji"])
+        grapheme = match["emoji"].translate(_SELECTORS)
         # Some emoji data lists bare '0'-'9', '#', '*' as emoji (they are keycap bases); plain ASCII is always
         # text here, so leave it in the leftover. Real keycaps such as 1⃣ are not ASCII and stay emojis.
         if grapheme.isascii():
@@ -124,7 +120,7 @@ _FAMILIES = [
 ]
 # Normalised emoji -> its data, so that ❤ finds ❤️'s names.
 emoji.config.load_language("es")  # adds the Spanish names ("es") to emoji.EMOJI_DATA
-_EMOJI_DATA = {_normalise(key): value for key, value in emoji.EMOJI_DATA.items()}
+_EMOJI_DATA = {key.translate(_SELECTORS): value for key, value in emoji.EMOJI_DATA.items()}
 _FAMILY_SETS = [set(emojis_of(members)) for members in _FAMILIES]
 
 
@@ -162,7 +158,7 @@ def emoji_similarity(a, b):
     - families: FAMILY_CREDIT when both are in one of the hand-written families in _FAMILIES (😂 "face with tears of
       joy" / 🤣 "rolling on the floor laughing" share no name word).
     """
-    a, b = _normalise(a or ""), _normalise(b or "")
+    a, b = (a or "").translate(_SELECTORS), (b or "").translate(_SELECTORS)
     if not a or not b:
         return 0.0
     if a == b or _base(a) == _base(b):
@@ -205,14 +201,9 @@ def compare(output, reference):
     precision, recall = _ratio(common, len(out)), _ratio(common, len(ref))
     credit = _soft_matches(out, ref)
     soft_precision, soft_recall = _ratio(credit, len(out)), _ratio(credit, len(ref))
-    return {
-        "exact": is_emoji_only(output) and out == ref,
-        "precision": precision,
-        "recall": recall,
-        "f1": _ratio(2 * precision * recall, precision + recall),
-        "jaccard": _set_jaccard(set(out), set(ref)),
-        "soft_f1": _ratio(2 * soft_precision * soft_recall, soft_precision + soft_recall),
-    }
+    return dict(exact=is_emoji_only(output) and out == ref, precision=precision, recall=recall,
+                f1=_ratio(2 * precision * recall, precision + recall), jaccard=_set_jaccard(set(out), set(ref)),
+                soft_f1=_ratio(2 * soft_precision * soft_recall, soft_precision + soft_recall))
 
 
 def jaccard(a, b):

@@ -27,22 +27,19 @@ class Check:
 
 
 def number(value):
-    """A finite int or float from a setting's value (also written as text, e.g. LEARNING_RATE='2e-4')."""
-    if isinstance(value, bool):
-        raise TypeError("a bool is not a number")
-    value = float(value) if isinstance(value, str) else value
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError("not a finite number")
-    return value
+    """A finite int or float from a setting's value (also written as text, e.g. LEARNING_RATE='2e-4'); not a bool."""
+    n = float(value) if isinstance(value, str) else value
+    if isinstance(value, bool) or not isinstance(n, (int, float)) or not math.isfinite(n):
+        raise ValueError(f"not a finite number: {value!r}")
+    return n
 
 
 def value(setting):
     """A setting as the libraries want it: a number given as text ('2e-4', '8') becomes a number."""
-    try:
+    with suppress(ValueError):
         n = number(setting)
-    except (TypeError, ValueError):
-        return setting
-    return int(n) if n == int(n) and not isinstance(setting, float) else n
+        return int(n) if n == int(n) and not isinstance(setting, float) else n
+    return setting
 
 
 def between(low, high):
@@ -102,6 +99,8 @@ def user_path(text, base=None):
 
 BOOLS = {**dict.fromkeys(("1", "true", "yes", "on"), True), **dict.fromkeys(("0", "false", "no", "off"), False)}
 EXPECTED = {bool: "true or false", int: "a whole number", float: "a number", Path: "a path that is not empty"}
+METAVARS = {bool: "true|false", Path: "PATH"}
+HELP = {bool: "(bool)", Path: "(path; a relative path is taken from the current directory)"}
 
 
 def _typed(kind):
@@ -135,20 +134,15 @@ def configure(namespace, doc, checks=None):
     for name, value in list(namespace.items()):
         if not name.isupper() or name.startswith("_") or not isinstance(value, (int, float, str, bool)):
             continue
-        flag = "--" + name.lower().replace("_", "-")
-        if isinstance(value, bool):
-            parser.add_argument(flag, dest=name, default=value, type=_typed(bool), metavar="true|false", help="(bool)")
-        elif isinstance(value, str) and name.endswith(PATH_SUFFIXES):
-            namespace[name] = str(user_path(value, base=root))  # a default written in a script: from the repository
-            parser.add_argument(flag, dest=name, default=namespace[name], metavar="PATH", type=_typed(Path),
-                                help="(path; a relative path is taken from the current directory)")
+        kind = Path if isinstance(value, str) and name.endswith(PATH_SUFFIXES) else type(value)
+        if kind is Path:
+            namespace[name] = value = str(user_path(value, base=root))  # a default written in a script: from the repo
             checks.setdefault(name, not_empty)
-        else:
-            if name not in checks:
-                raise KeyError(f"configure: {name} has no check")  # a developer's slip, caught by any test run
-            kind = str if isinstance(value, str) else _typed(type(value))
-            parser.add_argument(flag, dest=name, default=value, type=kind,
-                                help=f"({type(value).__name__}; {checks[name].accepts})")
+        elif kind is not bool and name not in checks:
+            raise KeyError(f"configure: {name} has no check")  # a developer's slip, caught by any test run
+        parser.add_argument("--" + name.lower().replace("_", "-"), dest=name, default=value, metavar=METAVARS.get(kind),
+                            type=str if kind is str else _typed(kind),
+                            help=HELP.get(kind) or f"({kind.__name__}; {checks[name].accepts})")
     parser.add_argument("--force", action="store_true", help="redo work whose outputs already exist")
     args = parser.parse_args()
     for name, check in checks.items():
