@@ -33,29 +33,29 @@ store.lock("03_generate")
 # ---- Step 1: the inputs: the dataset and the adapters trained on it
 data = rawdata.load_splits()
 dataset_fp = rawdata.dataset_stamp()["fingerprint"]
-runs = {f"ft{e}": store.read_json(store.adapter_path(e) / "run.json", "02_train.py")
-        for e in settings.parse_epochs(EPOCHS)}
-for key in runs:  # the files run.json vouches for must all be there (a partial copy or sync is not an adapter)
-    if store.read_stamp(store.adapter_path(key[2:]) / "run.json", "stamp") is None:
-        store.fail(f"{store.display(store.adapter_path(key[2:]))} is incomplete or damaged - run "
+runs = {}
+for e in settings.parse_epochs(EPOCHS):
+    runs[f"ft{e}"] = store.read_json(store.adapter_path(e) / "run.json", "02_train.py")
+    # the files run.json vouches for must all be there (a partial copy or sync is not an adapter)
+    if (stamp := store.read_stamp(store.adapter_path(e) / "run.json", "stamp")) is None:
+        store.fail(f"{store.display(store.adapter_path(e))} is incomplete or damaged - run "
                    "`python 02_train.py --force`.")
-if any(run.get("stamp", {}).get("inputs", {}).get("dataset") != dataset_fp for run in runs.values()):
-    store.fail(f"the adapters were trained on another dataset than {store.display(store.DATASET_DIR)} - run "
-               "`python 02_train.py` first.")
+    if stamp.get("inputs", {}).get("dataset") != dataset_fp:
+        store.fail(f"the adapters were trained on another dataset than {store.display(store.DATASET_DIR)} - run "
+                   "`python 02_train.py` first.")
 model_name = next(iter(runs.values())).get("model")
 if any(run.get("model") != model_name for run in runs.values()):
     store.fail("the adapters were trained from different base models - run `python 02_train.py --force`.")
 
 train = {prompts.key(ex["sentence"]): (ex["sentence"], ex["emojis"]) for ex in data["train"] if not ex["augmented"]}
-prompt_sets = {  # set -> [(prompt, reference emojis, accepted keywords)]
-    "known": [(s, train[prompts.key(s)][1], None) for s in prompts.KNOWN if prompts.key(s) in train],
-    "novel": [(s, None, None) for s in prompts.NOVEL],
-    "edge": [(s, None, None) for s in prompts.EDGE],
-    "general": [(q, None, keywords) for q, keywords in prompts.GENERAL.items()],
-    "test": list(zip(data["test"]["sentence"], data["test"]["emojis"], [None] * len(data["test"]))) if TEST_SPLIT else [],
-}
-if len(prompt_sets["known"]) < len(prompts.KNOWN):  # 01 pins them to train; only a dataset of an older 01 lacks them
+if any(prompts.key(s) not in train for s in prompts.KNOWN):  # 01 pins them there; an older 01's dataset may not
     store.fail("a KNOWN prompt is not in the train split - run `python 01_make_dataset.py --force`.")
+info = {  # (prompt set, prompt) -> (reference emojis, accepted keywords)
+    **{("known", s): (train[prompts.key(s)][1], None) for s in prompts.KNOWN},
+    **{("novel", s): (None, None) for s in prompts.NOVEL},
+    **{("edge", s): (None, None) for s in prompts.EDGE},
+    **{("general", q): (None, keywords) for q, keywords in prompts.GENERAL.items()},
+    **{("test", s): (e, None) for s, e in zip(data["test"]["sentence"], data["test"]["emojis"]) if TEST_SPLIT}}
 
 # The tokenizer the adapters were trained with (chat template, stop token), saved by 02 beside each adapter.
 from transformers import AutoTokenizer  # noqa: E402
@@ -78,18 +78,11 @@ def decoding(set_name, sample):
 # ---- Step 2: what is already done. A row stays when its model, input and decoding are unchanged.
 made_by = {"base": store.fingerprint(model_name), "lookup": store.fingerprint("nearest neighbour", dataset_fp),
            **{k: store.fingerprint(run["stamp"]["fingerprint"], run.get("finished_at")) for k, run in runs.items()}}
-jobs = {m: [(s, p, ref, kw, k) for s, items in prompt_sets.items() for p, ref, kw in items
-            for k in [None] + (list(range(NUM_SAMPLES)) if s == "known" and m != "lookup" else [])
-            if not (m == "lookup" and s == "general")] for m in made_by}
-
-
-def row_fingerprint(model, set_name, prompt, sample):
-    if model == "lookup":
-        return made_by[model]
-    return store.fingerprint(made_by[model], model_input(set_name, prompt), decoding(set_name, sample))
-
-
-wanted = {(m, s, p, k): row_fingerprint(m, s, p, k) for m, mine in jobs.items() for s, p, _, _, k in mine}
+# (model, set, prompt, sample) -> the fingerprint its row must have; sample None is the greedy answer
+wanted = {(m, s, p, k): made_by[m] if m == "lookup" else
+          store.fingerprint(made_by[m], model_input(s, p), decoding(s, k)) for m in made_by for s, p in info
+          for k in [None] + (list(range(NUM_SAMPLES)) if s == "known" and m != "lookup" else [])
+          if not (m == "lookup" and s == "general")}
 old = store.read_jsonl(store.GENERATIONS)
 kept = {}
 for r in old:  # rows of fine-tunes not asked for this time (e.g. --epochs 1) stay as they are
@@ -98,37 +91,35 @@ for r in old:  # rows of fine-tunes not asked for this time (e.g. --epochs 1) st
         kept[where] = r  # one row per answer: a duplicate (two runs at once) keeps the last
 if list(kept.values()) != old:
     store.write_jsonl(store.GENERATIONS, list(kept.values()))
-todo = {m: [job for job in mine if (m, job[0], job[1], job[4]) not in kept] for m, mine in jobs.items()}
+todo = {m: [where for where in wanted if where[0] == m and where not in kept] for m in made_by}
 if not any(todo.values()):
     print(f"{store.display(store.GENERATIONS)} is complete (use --force to regenerate).")
     raise SystemExit(0)
 
 
-def row(model, job, output, truncated, made):
-    set_name, prompt, reference, keywords, sample = job
+def row(where, output, truncated, made):
+    model, set_name, prompt, sample = where
+    reference, keywords = info[set_name, prompt]
     return {"set": set_name, "model": model, "prompt": prompt, "reference": reference, "keywords": keywords,
             "sample": sample, "input": None if model == "lookup" else model_input(set_name, prompt), "output": output,
-            "truncated": truncated, "decoding": made, "fingerprint": row_fingerprint(model, set_name, prompt, sample),
-            "model_name": model_name}
+            "truncated": truncated, "decoding": made, "fingerprint": wanted[where], "model_name": model_name}
 
 
 # ---- Step 3: the baseline first (no model, instant), then one base model with the adapters switched on top of it
 pairs = list(train.values())
-store.append_jsonl(store.GENERATIONS, [row("lookup", job, metrics.nearest_neighbour(job[1], pairs), False,
+store.append_jsonl(store.GENERATIONS, [row(where, metrics.nearest_neighbour(where[2], pairs), False,
                                            {"method": "nearest neighbour over the train split"})
-                                       for job in todo.pop("lookup")])
+                                       for where in todo.pop("lookup")])
 if any(todo.values()):
     models.import_unsloth(model_name)  # before PEFT/transformers, so that Unsloth's patches apply
     import torch
     from peft import PeftModel
 
-    model, _, _ = models.load(model_name)
-    for key in runs:
-        path = str(store.adapter_path(int(key[2:])))
-        if isinstance(model, PeftModel):
-            model.load_adapter(path, adapter_name=key)
-        else:
-            model = PeftModel.from_pretrained(model, path, adapter_name=key)
+    first, *others = runs
+    model = PeftModel.from_pretrained(models.load(model_name)[0], str(store.adapter_path(first[2:])),
+                                      adapter_name=first)
+    for key in others:
+        model.load_adapter(str(store.adapter_path(key[2:])), adapter_name=key)
     model.eval()
     models.for_inference(model)
     print(f"budget: {budget} new tokens per emoji answer (longest training answer + {ANSWER_MARGIN}), "
@@ -138,8 +129,8 @@ for key, todo_here in todo.items():
     if not todo_here:
         continue
     groups = {}  # decoding settings -> jobs: one batched generate call per group
-    for job in todo_here:
-        groups.setdefault(tuple(decoding(job[0], job[4]).items()), []).append(job)
+    for where in todo_here:
+        groups.setdefault(tuple(decoding(where[1], where[3]).items()), []).append(where)
     rows = []
     with model.disable_adapter() if key == "base" else nullcontext():
         if key != "base":
@@ -148,9 +139,10 @@ for key, todo_here in todo.items():
             made = dict(made)
             torch.manual_seed(SEED)
             sample = {"temperature": TEMPERATURE, "top_p": TOP_P} if made["do_sample"] else None
-            answers = models.generate(model, tokenizer, [model_input(j[0], j[1]) for j in group], made["max_new_tokens"],
-                                      BATCH_SIZE, sample, desc=f"{prompts.label(key)}: {'sampled' if sample else 'greedy'}")
-            rows += [row(key, job, text, cut, made) for job, (text, cut) in zip(group, answers)]
+            answers = models.generate(model, tokenizer, [model_input(w[1], w[2]) for w in group],
+                                      made["max_new_tokens"], BATCH_SIZE, sample,
+                                      desc=f"{prompts.label(key)}: {'sampled' if sample else 'greedy'}")
+            rows += [row(where, text, cut, made) for where, (text, cut) in zip(group, answers)]
     store.append_jsonl(store.GENERATIONS, rows)  # each model's answers are kept as soon as they are made
     novel = [r for r in rows if r["set"] == "novel" and r["sample"] is None]
     print(f"{prompts.label(key)}: {len(rows)} answers ({sum(r['truncated'] for r in rows)} cut by the token budget)"

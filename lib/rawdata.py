@@ -73,55 +73,50 @@ def read_pairs(data, name, max_emojis):
     if problem:
         return [], [f"{name}:{problem}"]
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    rows, problems, seen, header, questions = [], [], {}, None, 0
-    while len(problems) < MAX_PROBLEMS:
-        line = reader.line_num + 1
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as error:  # the reader cannot resynchronise after this
-            problems.append(f"{name}:{line}: " + next((words for cue, words in CSV_PROBLEMS.items()
-                                                       if cue in str(error)), f"not valid CSV ({error})"))
-            break
-        while len(fields) > 2 and not fields[-1].strip():
-            fields.pop()  # trailing empty cells, as spreadsheets write them
-        if header is None:
-            header = [h.strip().lower() for h in fields]
-            if header != ["text", "emoji"]:
-                hint = f" - the fields are separated by ';': {SAVE_AS}" if ";" in ",".join(fields) else ""
-                return [], [f"{name}:{line}: the first line must be the header 'text,emoji', found "
-                            f"{','.join(fields)[:80]!r}{hint}"]
-            continue
-        if not any(field.strip() for field in fields):
-            continue  # blank lines are harmless
-        if len(fields) != 2:
-            problems.append(f"{name}:{line}: expected 2 columns (text,emoji), found {len(fields)} - quote sentences "
-                            "that contain commas")
-            continue
-        sentence, target = fields[0].strip(), fields[1].strip()
-        problem = field_problem(sentence, "text") or field_problem(target, "emoji")
-        if not problem and not sentence:
-            problem = "empty text"
-        elif not problem and "?" in target and set(target) <= set("? "):
-            questions += 1
-            problem = "the emojis became '?' - the file was saved in a legacy encoding; " + SAVE_AS
-        elif not problem and not metrics.is_emoji_only(target):
-            problem = "empty emoji target" if not target else f"target {target[:40]!r} is not purely emoji"
-        elif not problem and len(metrics.emojis_of(target)) > max_emojis:
-            problem = f"target has {len(metrics.emojis_of(target))} emojis, at most {max_emojis} allowed"
-        if problem:
-            if questions <= 1 or "legacy" not in problem:  # one line for a file whose emojis all became '?'
-                problems.append(f"{name}:{line}: {problem}")
-            continue
-        first = seen.get(prompts.key(sentence))
-        if first and metrics.emojis_of(first[1]) != metrics.emojis_of(target):
-            problems.append(f"{name}:{line}: same text as line {first[0]} with a different target "
-                            f"({target} vs {first[1]})")
-        elif not first:  # an exact repeat adds nothing
-            seen[prompts.key(sentence)] = (line, target)
-            rows.append({"sentence": sentence, "emojis": target, "line": line})
-    if header is None and not problems:
+    rows, problems, seen, questions, line = [], [], {}, 0, 1
+    try:
+        while len(problems) < MAX_PROBLEMS and (fields := next(reader, None)) is not None:
+            start, line = line, reader.line_num + 1  # where this row starts, where the next one does
+            while len(fields) > 2 and not fields[-1].strip():
+                fields.pop()  # trailing empty cells, as spreadsheets write them
+            if start == 1:  # the header
+                if [h.strip().lower() for h in fields] != ["text", "emoji"]:
+                    hint = f" - the fields are separated by ';': {SAVE_AS}" if ";" in ",".join(fields) else ""
+                    return [], [f"{name}:1: the first line must be the header 'text,emoji', found "
+                                f"{','.join(fields)[:80]!r}{hint}"]
+                continue
+            if not any(field.strip() for field in fields):
+                continue  # blank lines are harmless
+            if len(fields) != 2:
+                problems.append(f"{name}:{start}: expected 2 columns (text,emoji), found {len(fields)} - quote "
+                                "sentences that contain commas")
+                continue
+            sentence, target = fields[0].strip(), fields[1].strip()
+            problem = field_problem(sentence, "text") or field_problem(target, "emoji")
+            if not problem and not sentence:
+                problem = "empty text"
+            elif not problem and "?" in target and set(target) <= set("? "):
+                questions += 1
+                problem = "the emojis became '?' - the file was saved in a legacy encoding; " + SAVE_AS
+            elif not problem and not metrics.is_emoji_only(target):
+                problem = "empty emoji target" if not target else f"target {target[:40]!r} is not purely emoji"
+            elif not problem and len(metrics.emojis_of(target)) > max_emojis:
+                problem = f"target has {len(metrics.emojis_of(target))} emojis, at most {max_emojis} allowed"
+            if problem:
+                if questions <= 1 or "legacy" not in problem:  # one line for a file whose emojis all became '?'
+                    problems.append(f"{name}:{start}: {problem}")
+                continue
+            first = seen.get(prompts.key(sentence))
+            if first and metrics.emojis_of(first[1]) != metrics.emojis_of(target):
+                problems.append(f"{name}:{start}: same text as line {first[0]} with a different target "
+                                f"({target} vs {first[1]})")
+            elif not first:  # an exact repeat adds nothing
+                seen[prompts.key(sentence)] = (start, target)
+                rows.append({"sentence": sentence, "emojis": target, "line": start})
+    except csv.Error as error:  # the reader cannot resynchronise after this
+        problems.append(f"{name}:{line}: " + next((words for cue, words in CSV_PROBLEMS.items() if cue in str(error)),
+                                                  f"not valid CSV ({error})"))
+    if line == 1 and not problems:
         problems.append(f"{name}:1: the file is empty - the first line must be the header 'text,emoji'")
     if len(problems) >= MAX_PROBLEMS:
         problems.append(f"{name}: stopped after {MAX_PROBLEMS} problems - is this the right file?")

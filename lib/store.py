@@ -184,19 +184,17 @@ def read_jsonl(path, required=()):
         lines = path.read_bytes().split(b"\n")
     except OSError as error:
         fail(f"{display(path)} cannot be read ({error.strerror or error}).")
-    numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
     rows = []
-    for n, line in numbered:
+    for n, line in ((n, line) for n, line in enumerate(lines, 1) if line.strip()):
         try:
             row = json.loads(line.decode("utf-8"))
-            problem = None if isinstance(row, dict) else "not a JSON object"
-            missing = [k for k in required if problem is None and k not in row]
-            problem = problem or (missing and f"the row has no {', '.join(missing)}")
+            missing = [k for k in required if k not in row] if isinstance(row, dict) else None
+            problem = "not a JSON object" if missing is None else missing and f"the row has no {', '.join(missing)}"
         except UnicodeDecodeError:
             problem = "not UTF-8 text"
         except ValueError as error:
             problem = f"not valid JSON ({type(error).__name__})"
-        if problem and n == numbered[-1][0] and n == len(lines):  # no newline after it: a torn append
+        if problem and n == len(lines):  # the last line, with no newline after it: a torn append
             print(f"warning: {display(path)}:{n}: skipped a torn last line (an interrupted write); the next "
                   "write removes it.", file=sys.stderr)
             break
