@@ -6,6 +6,7 @@ keeps the sentence, the emojis, the chat messages and Task 1's Llama-2 chat stri
 stopping and choosing settings) and test (held out: scored by the report, used by nothing else). The KNOWN prompts
 (lib/prompts.py) always land in train; the NOVEL, EDGE and GENERAL prompts must not be in the data at all. Saved with
 save_to_disk and as readable JSONL under outputs/dataset/; a changed CSV or constant rebuilds it."""
+import hashlib
 import sys
 from pathlib import Path
 
@@ -39,7 +40,7 @@ except OSError as error:
     store.fail(f"{name} cannot be read ({error.strerror or error}).")
 stamp = store.make_stamp(dict(settings={k: v for k, v in globals().items() if k.isupper() and k != "RAW_CSV"},
                               system_prompt=prompts.SYSTEM_PROMPT, known=prompts.KNOWN),
-                         {"raw_csv_sha256": store.sha256(data)})
+                         {"raw_csv_sha256": hashlib.sha256(data).hexdigest()})
 if not args.force and store.is_current(store.DATASET_DIR / "stamp.json", stamp):
     print(f"{store.display(store.DATASET_DIR)} is up to date with {name} and the settings (use --force to rebuild).")
     sys.exit(0)
@@ -50,8 +51,8 @@ n_test = min(MAX_TEST, max(MIN_TEST, round(TEST_FRACTION * len(rows))))
 n_validation = min(MAX_VALIDATION, max(1, round(VALIDATION_FRACTION * len(rows))))
 needed = n_test + n_validation + len(prompts.KNOWN) + 20
 if not problems and len(rows) < needed:
-    store.fail(f"too few pairs in {name}: {len(rows)} valid, {needed} needed ({n_test} test + {n_validation} validation "
-               f"+ the {len(prompts.KNOWN)} KNOWN prompts + 20 more for training).")
+    store.fail(f"too few pairs in {name}: {len(rows)} valid, {needed} needed ({n_test} test + {n_validation} "
+               f"validation + the {len(prompts.KNOWN)} KNOWN prompts + 20 more for training).")
 problems = problems or rawdata.unseen_problems(rows, name)
 if problems:
     print("\n".join(problems), file=sys.stderr)
@@ -68,10 +69,8 @@ def with_text(pairs, augmented=False):
 
 
 # ---- Step 2: split (KNOWN pinned to train), augment the train split if asked
-known = {prompts.key(s) for s in prompts.KNOWN}
-pinned = [r for r in rows if prompts.key(r["sentence"]) in known]
-held = with_text([r for r in rows if prompts.key(r["sentence"]) not in known]).train_test_split(test_size=n_test,
-                                                                                                 seed=SEED)
+pinned = [r for r in rows if prompts.is_known(r["sentence"])]
+held = with_text([r for r in rows if not prompts.is_known(r["sentence"])]).train_test_split(test_size=n_test, seed=SEED)
 rest = held["train"].train_test_split(test_size=n_validation, seed=SEED)
 train = concatenate_datasets([rest["train"], with_text(pinned)])
 if AUGMENT:

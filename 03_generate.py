@@ -71,8 +71,9 @@ def model_input(set_name, prompt):
 
 def decoding(set_name, sample):
     """The settings one answer is made with; only these (and the model) decide whether a row is still valid."""
-    made = {"do_sample": sample is not None, "max_new_tokens": GENERAL_MAX_NEW_TOKENS if set_name == "general" else budget}
-    return made | ({"temperature": TEMPERATURE, "top_p": TOP_P, "seed": SEED} if sample is not None else {})
+    tokens = GENERAL_MAX_NEW_TOKENS if set_name == "general" else budget
+    sampled = {"temperature": TEMPERATURE, "top_p": TOP_P, "seed": SEED} if sample is not None else {}
+    return {"do_sample": sample is not None, "max_new_tokens": tokens, **sampled}
 
 
 # ---- Step 2: what is already done. A row stays when its model, input and decoding are unchanged.
@@ -87,7 +88,8 @@ old = store.read_jsonl(store.GENERATIONS)
 kept = {}
 for r in old:  # rows of fine-tunes not asked for this time (e.g. --epochs 1) stay as they are
     where = (r.get("model"), r.get("set"), r.get("prompt"), r.get("sample"))
-    if (not args.force and wanted.get(where, False) == r.get("fingerprint")) or (where[0] not in made_by and "output" in r):
+    current = not args.force and wanted.get(where, False) == r.get("fingerprint")
+    if current or (where[0] not in made_by and "output" in r):
         kept[where] = r  # one row per answer: a duplicate (two runs at once) keeps the last
 if list(kept.values()) != old:
     store.write_jsonl(store.GENERATIONS, list(kept.values()))
@@ -106,8 +108,7 @@ def row(where, output, truncated, made):
 
 
 # ---- Step 3: the baseline first (no model, instant), then one base model with the adapters switched on top of it
-pairs = list(train.values())
-store.append_jsonl(store.GENERATIONS, [row(where, metrics.nearest_neighbour(where[2], pairs), False,
+store.append_jsonl(store.GENERATIONS, [row(where, metrics.nearest_neighbour(where[2], train.values()), False,
                                            {"method": "nearest neighbour over the train split"})
                                        for where in todo.pop("lookup")])
 if any(todo.values()):
@@ -138,7 +139,7 @@ for key, todo_here in todo.items():
         for made, group in groups.items():
             made = dict(made)
             torch.manual_seed(SEED)
-            sample = {"temperature": TEMPERATURE, "top_p": TOP_P} if made["do_sample"] else None
+            sample = {k: made[k] for k in ("temperature", "top_p")} if made["do_sample"] else None
             answers = models.generate(model, tokenizer, [model_input(w[1], w[2]) for w in group],
                                       made["max_new_tokens"], BATCH_SIZE, sample,
                                       desc=f"{prompts.label(key)}: {'sampled' if sample else 'greedy'}")

@@ -70,6 +70,7 @@ if mode == "manual":
         record({"prompt": prompt, "sent": sent[prompt], "source": "manual", "model": model, "base_url_host": None,
                 "fingerprint": store.fingerprint("manual", INSTRUCTION, model), "file": store.display(manual_csv),
                 **api.outcome(answer, label=model)}, manual_csv.stat().st_mtime)
+    api.compact(novel)  # one row per prompt
     summary = f"imported {len(new)} new or changed answer(s); {len(found)}/{len(novel)} prompts have a pasted answer"
 
 # ---- through the API: ask each prompt that has no answer made with these settings
@@ -92,7 +93,6 @@ else:
     summary = f"{answered}/{len(novel)} prompts answered"
 
 # ---- what was done
-print(api.table(store.read_jsonl(store.GENERATIONS), api.compact(novel), novel))
 print(f"{summary} -> {store.display(store.CHATGPT_ANSWERS)}")
 if mode == "api" and answered < len(novel):
     print(f"{len(novel) - answered} prompt(s) without an answer (asked this run, and failed); run again to ask only "

@@ -186,14 +186,3 @@ def read_manual_csv(path, sent, default_model):
               + "; ".join(short(u, 40) for u in unknown))
     return {lookup[k]: (a, m or default_model) for c, a, m in found if a and (k := prompts.key(c)) in lookup}
 
-
-def table(generations, answers, novel):
-    """The fine-tunes' greedy answers beside the server's, one row per prompt."""
-    from tabulate import tabulate
-
-    theirs = {(r.get("model"), r.get("prompt")): r.get("output") for r in generations
-              if r.get("set") == "novel" and r.get("sample") is None and str(r.get("model", "")).startswith("ft")}
-    fts = sorted({m for m, _ in theirs}, key=lambda m: int(m[2:]) if m[2:].isdigit() else 0)
-    said = {p: r.get("answer") if r.get("status") == "ok" else "(failed)" for p, r in answers.items()}
-    return tabulate([[short(p, 40), *(short(theirs.get((m, p), "—"), 20) for m in fts), short(said.get(p, "—"), 30)]
-                     for p in novel], headers=["prompt", *fts, "ChatGPT"], tablefmt="github")

@@ -95,8 +95,8 @@ _NAME_STOP_WORDS = set("""a and at for in of on the with without face facing but
 # Spanish function and kind words (cara = face), for the second-language check in emoji_similarity.
 _SPANISH_STOP_WORDS = set("""a al con de del el en la las lo los o sin un una y cara persona hombre mujer botón
     bandera signo símbolo""".split())
-_SKIN_TONES = {chr(code) for code in range(0x1F3FB, 0x1F400)}
-_GENDER_SIGNS = ("\u200d\u2640", "\u200d\u2642")  # ZWJ + ♀ / ♂ (selectors are already gone)
+# Skin tones (U+1F3FB-U+1F3FF) and a gender sign after a ZWJ (♀ / ♂; selectors are already gone).
+_TONE_OR_GENDER = re.compile("[\U0001F3FB-\U0001F3FF]|\u200d[\u2640\u2642]")
 _GENDERED_LEADS = ("\U0001F468\u200d", "\U0001F469\u200d")  # 👨 ZWJ / 👩 ZWJ, e.g. 👩‍⚕️ -> 🧑‍⚕️
 # Hand-written families whose names share no word (😂 "face with tears of joy" / 🤣 "rolling on the floor
 # laughing"). Members get FAMILY_CREDIT unless their names already earn more; an emoji may be in several families.
@@ -126,9 +126,7 @@ _FAMILY_SETS = [set(emojis_of(members)) for members in _FAMILIES]
 
 def _base(grapheme):
     """The emoji with skin tones and gender dropped (👍🏽 -> 👍, 🏃‍♀️ -> 🏃, 👩‍⚕️ -> 🧑‍⚕️)."""
-    base = "".join(char for char in grapheme if char not in _SKIN_TONES)
-    for sign in _GENDER_SIGNS:
-        base = base.replace(sign, "")
+    base = _TONE_OR_GENDER.sub("", grapheme)
     if base.startswith(_GENDERED_LEADS) and "\U0001F9D1" + base[1:] in _EMOJI_DATA:
         base = "\U0001F9D1" + base[1:]
     return base

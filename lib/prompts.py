@@ -50,6 +50,10 @@ def key(sentence):
     return " ".join(str(sentence).casefold().split())
 
 
+def is_known(sentence):
+    return key(sentence) in {key(s) for s in KNOWN}
+
+
 # Every model is trained and asked in its own chat format (tokenizer.apply_chat_template): SmolLM2 gets the ChatML it
 # was instruction-tuned on, Llama-2-chat its [INST] format. A model without a chat template gets this one, which renders
 # exactly Task 1's Llama-2 string (the dataset's `text` column).

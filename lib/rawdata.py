@@ -38,32 +38,43 @@ def decode(data):
     try:
         return data.decode("utf-8"), None
     except UnicodeDecodeError as error:
-        line_start = data.rfind(b"\n", 0, error.start) + 1
-        try:  # the offending line only: the rest of the file may well be UTF-8
-            data[line_start:].split(b"\n", 1)[0].decode("cp1252")
-            guess = "probably Windows-1252 / Latin-1 text"
-        except UnicodeDecodeError:
-            guess = "invalid UTF-8"
-        guess = "a character cut off at the end of the file" if error.end == len(data) else guess
+        line = data[data.rfind(b"\n", 0, error.start) + 1:].split(b"\n", 1)[0]  # the rest may well be UTF-8
+        legacy = "\ufffd" not in line.decode("cp1252", errors="replace")  # every byte a Windows-1252 character
+        guess = ("a character cut off at the end of the file" if error.end == len(data) else
+                 "probably Windows-1252 / Latin-1 text" if legacy else "invalid UTF-8")
         return None, f"{line_of(data, error.start)}: not UTF-8 (byte 0x{data[error.start]:02x}; {guess}) - {SAVE_AS}"
 
 
 CSV_PROBLEMS = {  # csv's error messages in the user's terms
-    "field larger than field limit": f"a field is over {csv.field_size_limit()} characters - is a closing quote missing?",
+    "field larger": f"a field is over {csv.field_size_limit()} characters - is a closing quote missing?",
     "unexpected end of data": "a quoted field is never closed - a closing quote (\") is missing",
     "expected after": "text after a closing quote - quote the whole field and double every quote inside it"}
 
 
-def field_problem(field, column):
-    if len(field) > MAX_FIELD_CHARS:
-        return f"{column} is {len(field)} characters long, at most {MAX_FIELD_CHARS} - is a closing quote missing?"
-    for char in field:
-        if char == "\ufffd":
-            return f"{column} holds U+FFFD (\ufffd), a character lost in an earlier conversion - retype it"
-        if char == "\ufeff":
-            return f"{column} holds a stray byte-order mark (U+FEFF) - were two files joined? remove it"
-        if unicodedata.category(char) == "Cc" and char not in "\t\n\r":
-            return f"{column} holds the control character U+{ord(char):04X} - remove it"
+STRAY_CHARS = {"\ufffd": "U+FFFD (\ufffd), a character lost in an earlier conversion - retype it",
+               "\ufeff": "a stray byte-order mark (U+FEFF) - were two files joined? remove it"}
+LEGACY = "the emojis became '?' - the file was saved in a legacy encoding; " + SAVE_AS
+
+
+def pair_problem(fields, max_emojis):
+    """What is wrong with a data row's cells (text, emoji), or None."""
+    if len(fields) != 2:
+        return f"expected 2 columns (text,emoji), found {len(fields)} - quote sentences that contain commas"
+    sentence, target = fields[0].strip(), fields[1].strip()
+    for field, column in ((sentence, "text"), (target, "emoji")):
+        if len(field) > MAX_FIELD_CHARS:
+            return f"{column} is {len(field)} characters long, at most {MAX_FIELD_CHARS} - is a closing quote missing?"
+        for char in field:
+            if char in STRAY_CHARS or unicodedata.category(char) == "Cc" and char not in "\t\n\r":
+                return f"{column} holds " + STRAY_CHARS.get(char, f"the control character U+{ord(char):04X} - remove it")
+    if not sentence:
+        return "empty text"
+    if "?" in target and set(target) <= set("? "):
+        return LEGACY
+    if not metrics.is_emoji_only(target):
+        return f"target {target[:40]!r} is not purely emoji" if target else "empty emoji target"
+    if len(metrics.emojis_of(target)) > max_emojis:
+        return f"target has {len(metrics.emojis_of(target))} emojis, at most {max_emojis} allowed"
     return None
 
 
@@ -73,7 +84,7 @@ def read_pairs(data, name, max_emojis):
     if problem:
         return [], [f"{name}:{problem}"]
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    rows, problems, seen, questions, line = [], [], {}, 0, 1
+    rows, problems, seen, line = [], [], {}, 1
     try:
         while len(problems) < MAX_PROBLEMS and (fields := next(reader, None)) is not None:
             start, line = line, reader.line_num + 1  # where this row starts, where the next one does
@@ -87,25 +98,11 @@ def read_pairs(data, name, max_emojis):
                 continue
             if not any(field.strip() for field in fields):
                 continue  # blank lines are harmless
-            if len(fields) != 2:
-                problems.append(f"{name}:{start}: expected 2 columns (text,emoji), found {len(fields)} - quote "
-                                "sentences that contain commas")
+            if problem := pair_problem(fields, max_emojis):
+                if problem != LEGACY or not any(p.endswith(LEGACY) for p in problems):  # one line for a file whose
+                    problems.append(f"{name}:{start}: {problem}")  # emojis all became '?'
                 continue
             sentence, target = fields[0].strip(), fields[1].strip()
-            problem = field_problem(sentence, "text") or field_problem(target, "emoji")
-            if not problem and not sentence:
-                problem = "empty text"
-            elif not problem and "?" in target and set(target) <= set("? "):
-                questions += 1
-                problem = "the emojis became '?' - the file was saved in a legacy encoding; " + SAVE_AS
-            elif not problem and not metrics.is_emoji_only(target):
-                problem = "empty emoji target" if not target else f"target {target[:40]!r} is not purely emoji"
-            elif not problem and len(metrics.emojis_of(target)) > max_emojis:
-                problem = f"target has {len(metrics.emojis_of(target))} emojis, at most {max_emojis} allowed"
-            if problem:
-                if questions <= 1 or "legacy" not in problem:  # one line for a file whose emojis all became '?'
-                    problems.append(f"{name}:{start}: {problem}")
-                continue
             first = seen.get(prompts.key(sentence))
             if first and metrics.emojis_of(first[1]) != metrics.emojis_of(target):
                 problems.append(f"{name}:{start}: same text as line {first[0]} with a different target "
@@ -195,7 +192,6 @@ def subset_keeping_known(train, n, seed):
     """A seeded subset of n training pairs that keeps every KNOWN prompt (Task 2.1 asks about trained pairs)."""
     from datasets import concatenate_datasets
 
-    known = {prompts.key(s) for s in prompts.KNOWN}
-    pinned = train.filter(lambda ex: prompts.key(ex["sentence"]) in known)
-    others = train.filter(lambda ex: prompts.key(ex["sentence"]) not in known).shuffle(seed=seed)
+    pinned = train.filter(lambda ex: prompts.is_known(ex["sentence"]))
+    others = train.filter(lambda ex: not prompts.is_known(ex["sentence"])).shuffle(seed=seed)
     return concatenate_datasets([pinned, others.select(range(max(0, min(len(others), n - len(pinned)))))])

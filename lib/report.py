@@ -12,9 +12,6 @@ CUT = "✂️ cut"
 YES = {True: "yes", False: "no"}
 SETS = ["known", "novel", "edge", "general", "test"]  # the prompt sets of 03, in report order
 PER_PROMPT = {"reference": "reference", "keywords": "accepted keywords"}  # columns shown beside a prompt, if any
-LEGEND_EMOJI = "Per answer: ✅ = emojis only, `3e` = 3 emojis, `5w` = 5 words leaked."
-LEGEND = {"general": "Per answer: leak = all or mostly emoji; keyword = names an accepted variant as a whole word; "
-                     "`12w` = 12 words.", "known": LEGEND_EMOJI[:-1] + ", F1 against the reference."}
 
 
 def cell(value, max_cell=None):
@@ -80,16 +77,6 @@ def mark(row):
         + ("" if pd.isna(row.f1) else f" · F1 {row.f1:.2f}")) + (f" · {CUT}" if row.truncated else "")
 
 
-def prompt_tables(s, set_name, models):
-    """A prompt set's tables: its answers per model, what each answer shows (marks) and which answers were cut."""
-    cut = s.answers[(s.answers.set == set_name) & s.answers.model.isin(models) & s.answers.truncated]
-    return "\n\n".join([md(prompt_frame(s, set_name, models, answer)), LEGEND.get(set_name, LEGEND_EMOJI),
-                        md(prompt_frame(s, set_name, models, mark, False))]) + (
-        "" if cut.empty else f"\n\n{CUT}: {len(cut)} answer(s) here hit the token budget before their stop token "
-        f"({', '.join(sorted({s.labels[m] for m in cut.model}))}); they are shown as generated, minus any cut "
-        "character.")
-
-
 def prompts_as_sent(s):
     """One exact model input per prompt set and model as (set, models, prompt, input, fence); models that received the
     same string share one, fenced by more backticks than any line of backticks in it."""
@@ -120,8 +107,9 @@ def plot_losses(losses, labels, path):
 def render(s, **context):
     """report.md.j2 filled from the scores `s` and `context`, with the helpers above at hand."""
     return store.render("report.md.j2", s=s, L=s.labels, md=md, cell=cell, figure=figure, display=store.display,
-                        store=store, CUT=CUT, LEGEND_EMOJI=LEGEND_EMOJI, differs=scores.differs, get=scores.get,
+                        store=store, CUT=CUT, differs=scores.differs, get=scores.get, answer=answer, mark=mark,
                         table=lambda models, columns: md(figures(s, models, columns)),
-                        prompt_tables=lambda set_name, models: prompt_tables(s, set_name, models),
-                        marks=lambda set_name, models: md(prompt_frame(s, set_name, models, mark, False)),
+                        answers_of=lambda set_name, models: s.answers[(s.answers.set == set_name)
+                                                                      & s.answers.model.isin(models)],
+                        prompt_frame=lambda *args: prompt_frame(s, *args),
                         **context).replace("\ufffd", "")

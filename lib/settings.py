@@ -49,7 +49,7 @@ def between(low, high):
 
 def whole(low, high):
     """A whole number from low to high, both included."""
-    return Check(f"a whole number from {low} to {high}", lambda v: number(v) == int(number(v)) and low <= number(v) <= high)
+    return Check(f"a whole number from {low} to {high}", lambda v: low <= number(v) <= high and float(v).is_integer())
 
 
 def either(*options):

@@ -112,7 +112,6 @@ def atomic(path):
         else:
             tmp.replace(path)
     except OSError as error:
-        _remove(tmp)
         fail(f"cannot write {display(path)} ({error.strerror or error}) - free some space or choose another "
              "EMOJI_OUT; the previous file, if any, is unchanged.")
     finally:
@@ -148,8 +147,7 @@ def append_jsonl(path, rows):
                     f.write(b"\n")
                 except ValueError:
                     f.truncate(start)
-            for row in rows:
-                f.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+            f.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
     except OSError as error:
@@ -160,13 +158,11 @@ def append_jsonl(path, rows):
 def read_json(path, script):
     """The JSON object in `path`; one line naming the file and the script that makes it when it is missing (run it) or
     damaged (run it with --force)."""
-    path = Path(path)
+    require(path, script)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
         problem = None if isinstance(data, dict) else "not a JSON object"
-    except FileNotFoundError:
-        fail(f"{display(path)} not found - run `python {script}` first.")
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+    except (OSError, ValueError) as error:  # a UnicodeDecodeError is a ValueError
         problem = getattr(error, "strerror", None) or type(error).__name__
     if problem:
         fail(f"{display(path)} is damaged ({problem}) - run `python {script} --force`.")
@@ -220,10 +216,6 @@ def fingerprint(*parts):
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def sha256(data):
-    return hashlib.sha256(data).hexdigest()
-
-
 def make_stamp(settings, inputs, folder=None, skip=()):
     """What an output records about how it was made: the resolved settings, its inputs' fingerprints, and the size of
     every file in `folder` (minus `skip`) that the stamp vouches for."""
@@ -248,8 +240,7 @@ def read_stamp(path, key=None):
 
 def is_current(path, stamp, key=None):
     """The one caching rule: an output is up to date when its recorded stamp is whole and has this fingerprint."""
-    old = read_stamp(path, key)
-    return old is not None and old["fingerprint"] == stamp["fingerprint"]
+    return (read_stamp(path, key) or {}).get("fingerprint") == stamp["fingerprint"]
 
 
 # ---------------------------------------------------------------- one run at a time
