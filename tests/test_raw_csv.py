@@ -7,9 +7,10 @@ import re
 
 import pytest
 
-from lib import prompts, settings, store
+from lib import prompts, rawdata, settings, store
 from conftest import run_script
 
+MAX_EMOJIS = 5  # 01_make_dataset.py's default (the run below uses it; exactly_max_emojis is at it)
 SMALL = ["--min-test", "10"]  # the default of 40 test pairs needs more rows than a test wants to write
 # Enough ordinary pairs for the three splits, plus the KNOWN prompts 01 insists on.
 BASE = [(f"Ordinary sentence {i} about the weather.", "☀️🌧️") for i in range(40)] + [(s, "⭐") for s in prompts.KNOWN]
@@ -140,10 +141,19 @@ VALID["blank_lines_no_final_newline"] = with_blank_lines_and_no_final_newline()
 
 
 @pytest.mark.parametrize("name", sorted(VALID))
-def test_an_unusual_but_valid_raw_file_is_accepted_with_its_rows_intact(tmp_path, name):
+def test_an_unusual_but_valid_raw_file_is_accepted_with_its_rows_intact(name):
+    # In-process: 01 hands the file's bytes to these two functions; the run below covers 01 itself.
     data, extra = VALID[name]
-    raw = tmp_path / f"{name}.csv"
-    raw.write_bytes(data)
+    rows, problems = rawdata.read_pairs(data, f"{name}.csv", MAX_EMOJIS)
+    assert problems == [] and rawdata.unseen_problems(rows, f"{name}.csv") == [], problems
+    assert_rows_intact({(row["sentence"], row["emojis"]) for row in rows}, extra)
+
+
+def test_every_unusual_row_reaches_the_saved_dataset_intact(tmp_path):
+    # One 01 run on all the unusual rows above, saved as Excel on Windows does (BOM, CRLF).
+    extra = [pair for name in sorted(VALID) for pair in VALID[name][1]]
+    raw = tmp_path / "all_unusual.csv"
+    raw.write_bytes(with_base(extra, newline="\r\n", bom=True)[0])
     out = tmp_path / "out"
     result = run_script("01_make_dataset.py", "--raw-csv", raw, *SMALL, out=out, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -152,6 +162,10 @@ def test_an_unusual_but_valid_raw_file_is_accepted_with_its_rows_intact(tmp_path
         for line in (out / "dataset" / f"{split}.jsonl").read_text("utf-8").splitlines():
             row = json.loads(line)
             pairs.add((row["sentence"], row["emojis"]))
+    assert_rows_intact(pairs, extra)
+
+
+def assert_rows_intact(pairs, extra):
     for sentence, emojis in extra:
         assert (sentence.strip(), emojis) in pairs, (sentence, emojis)
     assert len(pairs) == len(BASE) + len(extra)  # no row lost, none made up (a BOM or \r left in a field)
@@ -171,14 +185,15 @@ def test_a_relative_raw_csv_is_taken_from_the_current_directory(tmp_path):
     import subprocess
     import sys
 
-    (tmp_path / "mine.csv").write_bytes(csv_bytes(BASE + [("My own file.", "🗂️")]))
+    # A bad last row shows that this very file was read, without building a dataset.
+    (tmp_path / "mine.csv").write_bytes(csv_bytes(BASE + [("My own file.", "words")]))
     out = tmp_path / "out"
     result = subprocess.run([sys.executable, str(store.ROOT / "01_make_dataset.py"), "--raw-csv", "mine.csv", *SMALL],
                             cwd=tmp_path, env={**__import__("os").environ, "EMOJI_OUT": str(out)},
                             capture_output=True, text=True, encoding="utf-8", timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "My own file." in (out / "dataset" / "train.jsonl").read_text("utf-8") + \
-        (out / "dataset" / "validation.jsonl").read_text("utf-8") + (out / "dataset" / "test.jsonl").read_text("utf-8")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert [re.search(r"mine\.csv:(\d+): .*not purely emoji", line).group(1) for line in problem_lines(result.stderr)] \
+        == [str(len(BASE) + 2)], result.stderr
     help_text = subprocess.run([sys.executable, str(store.ROOT / "01_make_dataset.py"), "--help"], cwd=tmp_path,
                                capture_output=True, text=True, timeout=120).stdout
     assert "relative path is taken from the current" in " ".join(help_text.split())
