@@ -92,6 +92,43 @@ def run_script(script, *args, out, env=None, timeout=900):
                           capture_output=True, text=True, encoding="utf-8", timeout=timeout)
 
 
+HEAVY = ("torch", "transformers", "datasets", "trl", "peft")
+# Runs `python SCRIPT ARGS...` for each case in one interpreter (runpy, exit status from SystemExit, Python-level
+# output captured), and notes which HEAVY modules were loaded by then (cumulative: a leak shows in every later case).
+MANY = """import contextlib, io, json, runpy, sys, traceback
+results = []
+for script, args in json.load(sys.stdin):
+    sys.argv, out, err, code = [script, *args], io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_path(script, run_name="__main__")
+        except SystemExit as end:
+            if end.code is None or isinstance(end.code, int):
+                code = end.code or 0
+            else:  # as the interpreter does: the message printed, exit status 1
+                print(end.code, file=err)
+                code = 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    results.append([code, out.getvalue(), err.getvalue(), [m for m in %r if m in sys.modules]])
+print(json.dumps(results))
+""" % (HEAVY,)
+
+
+def run_many(cases, *, out, env=None, timeout=600):
+    """[(script, args)] refused by their settings checks: one process instead of one each, which is mostly start-up.
+    Only for cases that end before a step takes its lock (store.lock is held per process). Returns, per case, a
+    SimpleNamespace(returncode, stdout, stderr, heavy)."""
+    full_env = {**__import__("os").environ, "EMOJI_OUT": str(out), "PYTHONUNBUFFERED": "1", **(env or {})}
+    cases = [[str(ROOT / script), [str(a) for a in args]] for script, args in cases]
+    result = subprocess.run([sys.executable, "-c", MANY], input=json.dumps(cases), cwd=ROOT, env=full_env,
+                            capture_output=True, text=True, encoding="utf-8", timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [SimpleNamespace(returncode=code, stdout=stdout, stderr=stderr, heavy=heavy)
+            for code, stdout, stderr, heavy in json.loads(result.stdout.splitlines()[-1])]
+
+
 def report_section(report, heading):
     """Text of the report section whose '## ' heading starts with `heading`, up to the next '## ' heading."""
     return report.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]

@@ -11,17 +11,7 @@ import time
 import pytest
 
 from lib import prompts, settings, store
-from conftest import ROOT, run_script
-
-HEAVY = ("torch", "transformers", "datasets", "trl", "peft")
-# Runs a script as `python script args...` would, then says which heavy modules it had imported by the time it ended.
-PROBE = ("import runpy, sys\n"
-         "script = sys.argv[1]\n"
-         "sys.argv = sys.argv[1:]\n"
-         "try:\n"
-         "    runpy.run_path(script, run_name='__main__')\n"
-         "finally:\n"
-         f"    print('HEAVY:' + ','.join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)\n")
+from conftest import ROOT, run_many, run_script
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +24,6 @@ def dataset_out(tmp_path_factory):
     result = run_script("01_make_dataset.py", "--raw-csv", raw, "--min-test", "10", out=out, timeout=300)
     assert result.returncode == 0, result.stderr
     return out
-
-
-def probe(script, *args, out):
-    env = {**os.environ, "EMOJI_OUT": str(out), "PYTHONUNBUFFERED": "1"}
-    start = time.time()
-    result = subprocess.run([sys.executable, "-c", PROBE, str(ROOT / script), *map(str, args)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, encoding="utf-8", timeout=300)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    heavy = [m for m in lines.pop().removeprefix("HEAVY:").split(",") if m]
-    return result, lines, heavy, time.time() - start
 
 
 BAD_SETTINGS = [
@@ -63,19 +43,35 @@ BAD_SETTINGS = [
 ]
 
 
+WRONG_TYPE = ("02_train.py", "--grad-accum", "1.5")
+
+
+@pytest.fixture(scope="module")
+def refused(dataset_out):
+    """What each bad setting of BAD_SETTINGS and WRONG_TYPE made its script do, all run in one process."""
+    cases = [*BAD_SETTINGS, WRONG_TYPE]
+    results = run_many([(script, [flag, value]) for script, flag, value in cases], out=dataset_out)
+    return dict(zip(cases, results))
+
+
+def error_lines(result):
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
 @pytest.mark.parametrize("script,flag,value", BAD_SETTINGS)
-def test_a_bad_setting_is_one_line_naming_it_with_exit_2_before_any_heavy_import(dataset_out, script, flag, value):
-    result, lines, heavy, _ = probe(script, flag, value, out=dataset_out)
+def test_a_bad_setting_is_one_line_naming_it_with_exit_2_before_any_heavy_import(refused, script, flag, value):
+    result = refused[script, flag, value]
+    lines = error_lines(result)
     assert result.returncode == 2, (result.stdout, lines)
     assert len(lines) == 1 and lines[0].startswith(f"error: {flag} (") and " must be " in lines[0], lines
     assert "Traceback" not in result.stderr and "model:" not in result.stdout
-    assert heavy == [], f"{script} imported {heavy} before checking {flag}"
+    assert result.heavy == [], f"{script} imported {result.heavy} before checking {flag}"
 
 
-def test_a_value_of_the_wrong_type_is_one_line_too(dataset_out):
-    result, lines, heavy, _ = probe("02_train.py", "--grad-accum", "1.5", out=dataset_out)
-    assert result.returncode == 2 and heavy == []
-    assert lines == ["error: argument --grad-accum: expected a whole number, got '1.5' (see --help)"]
+def test_a_value_of_the_wrong_type_is_one_line_too(refused):
+    result = refused[WRONG_TYPE]
+    assert result.returncode == 2 and result.heavy == []
+    assert error_lines(result) == ["error: argument --grad-accum: expected a whole number, got '1.5' (see --help)"]
 
 
 def test_good_values_pass_the_checks(tmp_path):
@@ -135,6 +131,7 @@ def interrupt_when(cmd, ready, out, settle_s=1.0, timeout=600):
     return proc.returncode, text(proc.stdout), text(proc.stderr)
 
 
+@pytest.mark.slow  # trains the embedded model until interrupted
 def test_ctrl_c_during_training_is_one_line_and_exit_130(dataset_out):
     code, stdout, stderr = interrupt_when(
         [sys.executable, str(ROOT / "02_train.py"), "--model", "embedded", "--epochs", "1", "--max-steps", "10000"],
