@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run_script
+from conftest import ROOT, run_many, run_script
 from lib import prompts
 
 SCRIPTS = ["01_make_dataset.py", "02_train.py", "03_generate.py", "04_chatgpt.py", "05_report.py"]
@@ -44,29 +44,42 @@ def numeric_flags(script):
 def test_every_number_flag_refuses_huge_negative_and_non_finite_values_in_one_line(script, tmp_path):
     flags = numeric_flags(script)
     assert flags, f"{script} lists no number settings in --help"
-    for flag, kind in flags:
-        for value in (["99999999999999999999", "-99999999999999999999"] if kind == "int" else ["1e300", "-1e300", "nan"]):
-            line = one_line_error(run_script(script, flag, value, out=tmp_path, env=NO_API), 2)
-            assert flag in line, line
+    cases = [(flag, value) for flag, kind in flags
+             for value in (["99999999999999999999", "-99999999999999999999"] if kind == "int" else ["1e300", "-1e300", "nan"])]
+    for (flag, value), result in zip(cases, run_many([(script, case) for case in cases], out=tmp_path, env=NO_API)):
+        line = one_line_error(result, 2)
+        assert flag in line, (value, line)
 
 
-@pytest.mark.parametrize("script,flag,value", [
+LIBRARY_LIMITS = [
     ("02_train.py", "--seed", "-1"), ("02_train.py", "--seed", str(2**32)), ("02_train.py", "--batch-size", "100000"),
     ("02_train.py", "--lora-r", "100000"), ("02_train.py", "--max-seq-length", "10000000"),
     ("02_train.py", "--model", "./no-such-model-folder"), ("02_train.py", "--export", "ggfu"),
     ("03_generate.py", "--temperature", "1e-45"), ("03_generate.py", "--answer-margin", "12345678901234567890"),
     ("03_generate.py", "--general-max-new-tokens", "1000000"), ("05_report.py", "--bootstrap-samples", "1" + "0" * 19),
     ("04_chatgpt.py", "--timeout-s", "1e300"), ("01_make_dataset.py", "--max-test", "0"),
-])
-def test_values_the_libraries_would_reject_are_refused_up_front(script, flag, value, tmp_path):
-    line = one_line_error(run_script(script, flag, value, out=tmp_path, env=NO_API), 2)
+]
+ABBREVIATED = [("02_train.py", "--lr", "1e-4"), ("03_generate.py", "--num", "3"),
+               ("01_make_dataset.py", "--seed=7", "--aug", "true")]
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory):
+    """What each case of LIBRARY_LIMITS and ABBREVIATED made its script do, all run in one process."""
+    cases = LIBRARY_LIMITS + ABBREVIATED
+    results = run_many([(script, args) for script, *args in cases], out=tmp_path_factory.mktemp("refused"), env=NO_API)
+    return dict(zip(cases, results))
+
+
+@pytest.mark.parametrize("script,flag,value", LIBRARY_LIMITS)
+def test_values_the_libraries_would_reject_are_refused_up_front(refused, script, flag, value):
+    line = one_line_error(refused[script, flag, value], 2)
     assert flag in line
 
 
-@pytest.mark.parametrize("script,args", [("02_train.py", ["--lr", "1e-4"]), ("03_generate.py", ["--num", "3"]),
-                                         ("01_make_dataset.py", ["--seed=7", "--aug", "true"])])
-def test_abbreviated_flags_are_refused_not_guessed(script, args, tmp_path):
-    line = one_line_error(run_script(script, *args, out=tmp_path), 2)
+@pytest.mark.parametrize("case", ABBREVIATED, ids=" ".join)
+def test_abbreviated_flags_are_refused_not_guessed(refused, case):
+    line = one_line_error(refused[case], 2)
     assert "unrecognized arguments" in line
 
 
