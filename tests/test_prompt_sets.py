@@ -2,8 +2,6 @@
 NOVEL, EDGE and GENERAL nowhere in the shipped data, every GENERAL question with accepted keyword variants."""
 import csv
 
-import pytest
-
 from lib import prompts
 from conftest import ROOT
 
