@@ -125,6 +125,15 @@ def report(tmp_path_factory):
     return out, make_report(out)
 
 
+@pytest.fixture(scope="module")
+def variant_report(tmp_path_factory):
+    """A second report, its inputs changed from `report`'s in three ways that show in separate sections: the general
+    questions were sent with the emoji instruction (4.2), every ChatGPT request failed (Task 3), plain LoRA (run
+    summary). One 05 run instead of three."""
+    out = tmp_path_factory.mktemp("variant_report")
+    return make_report(out, chatgpt=[chatgpt_row(p, ok=False) for p in NOVEL], instructed_general=True, ratio=1)
+
+
 def tables(text):
     """Every Markdown table in text as (header cells, data rows); pipes escaped as \\| stay inside a cell."""
     found, lines = [], text.splitlines()
@@ -238,8 +247,8 @@ def test_general_section_checks_the_inputs_and_keeps_within_seven_columns(report
                                          "leak yes · keyword yes · 1w"]
 
 
-def test_general_questions_sent_with_the_emoji_instruction_are_flagged(tmp_path):
-    text = make_report(tmp_path / "out", instructed_general=True)
+def test_general_questions_sent_with_the_emoji_instruction_are_flagged(variant_report):
+    text = variant_report
     assert "⚠️ 15 input(s) hold the emoji instruction" in section(text, "4.2 Non-emoji prompts")
 
 
@@ -315,9 +324,8 @@ def test_missing_chatgpt_answers_say_how_to_run_them(report):
     assert "not run" in task3 and "04_chatgpt.py" in task3 and "failed" not in task3
 
 
-def test_chatgpt_requests_that_all_failed_say_failed_not_not_run(tmp_path):
-    text = make_report(tmp_path / "out", chatgpt=[chatgpt_row(p, ok=False) for p in NOVEL])
-    task3 = section(text, "Task 3")
+def test_chatgpt_requests_that_all_failed_say_failed_not_not_run(variant_report):
+    task3 = section(variant_report, "Task 3")
     assert "**failed (5 of 5)**" in task3 and "Connection refused" in task3 and "not run" not in task3
 
 
@@ -391,12 +399,12 @@ def test_chatgpt_answers_pasted_by_hand_say_where_they_came_from(tmp_path):
 
 
 # ---------------------------------------------------------------- issue 17 fix 1 and issue 18
-def test_run_summary_prints_the_resolved_batch_and_the_loraplus_learning_rates(tmp_path):
+def test_run_summary_prints_the_resolved_batch_and_the_loraplus_learning_rates(report, variant_report):
     # run.json holds resolved settings (02 turns "auto" into a number): the summary prints them, never "auto"
-    summary = section(make_report(tmp_path / "a"), "Run summary")
+    summary = section(report[1], "Run summary")
     assert "batch 8×1" in summary and "auto" not in summary
     assert "LoRA+ ratio 16: A matrices at 0.001, B matrices at 0.016" in summary
-    plain = section(make_report(tmp_path / "b", ratio=1), "Run summary")
+    plain = section(variant_report, "Run summary")
     assert "plain LoRA" in plain and "LoRA+" not in plain
 
 
@@ -455,12 +463,12 @@ def test_a_subset_of_the_runs_is_reported_without_the_others(tmp_path):
     assert "1-epoch fine-tune" in text and "5-epoch" not in text
 
 
-def test_a_failed_write_keeps_the_previous_report(tmp_path):
+def test_a_failed_write_keeps_the_previous_report(report, tmp_path):
     # A file-size limit stands in for a full disk (it holds for root too): the report, made large with long answers,
     # cannot be written; the previous report.md must stay whole and no temporary file may be left.
     out = tmp_path / "out"
-    rows = write_inputs(out)
-    assert run_script("05_report.py", out=out).returncode == 0
+    shutil.copytree(report[0], out)
+    rows = generation_rows()
     before = (out / "report.md").read_bytes()
     for row in rows:
         if row["model"] == "base":
