@@ -27,8 +27,6 @@ EPOCHS = "1,5"  # which adapters (outputs/adapters/epochsN) to export when run a
 GGUF_TYPE = "f16"  # f16 | bf16 | f32 | q8_0 (the converter's own types); k-quants (q4_k_m, ...) only through Unsloth
 MERGED_DTYPE = "float16"  # the merged weights; float16 keeps SmolLM2's greedy answers (tests/test_export.py)
 
-KINDS = ("none", "merged", "gguf")
-EXPORT_DIR = store.EXPORT_DIR
 LLAMA_CPP_DIR = Path(os.environ.get("LLAMA_CPP_DIR", store.ROOT / ".venv" / "llama.cpp"))
 CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")
 CONVERTER_PACKAGE = ("llama-cpp-python", "0.3.36")  # setup.sh unpacks the converter from its source package
@@ -71,7 +69,7 @@ def export_run(adapter_dir, kind="auto", export_dir=None, force=False):
         store.fail(f"GGUF type {GGUF_TYPE!r} needs llama.cpp's compiled quantizer (Unsloth, on a GPU) - on a CPU use "
                    f"one of {', '.join(CONVERTER_TYPES)}.", 2)
     to_gguf = kind == "gguf"  # <export_dir>/epochsN.gguf, else <export_dir>/epochsN-merged/
-    target = Path(export_dir or EXPORT_DIR) / (adapter_dir.name + (".gguf" if to_gguf else "-merged"))
+    target = Path(export_dir or store.EXPORT_DIR) / (adapter_dir.name + (".gguf" if to_gguf else "-merged"))
     # What it is made of: the adapter's own stamp and finish time (a retrain with the same settings is a new adapter)
     # and the export settings.
     stamp = store.make_stamp({"kind": kind, "merged_dtype": MERGED_DTYPE, "gguf_type": GGUF_TYPE if to_gguf else None,
@@ -127,13 +125,13 @@ def merge(adapter_dir, run, out_dir):
 
         base, _, _ = models.load(run.get("model", models.EMBEDDED))
         if getattr(base, "is_quantized", False) or getattr(base, "hf_quantizer", None) is not None:
-            store.fail(f"{store.display(adapter_dir)} was trained on a 4-bit base without Unsloth; merging it here would "
-                 f"re-quantise - export it where Unsloth runs (unset EMOJI_NO_UNSLOTH).")
+            store.fail(f"{store.display(adapter_dir)} was trained on a 4-bit base without Unsloth; merging it here "
+                       "would re-quantise - export it where Unsloth runs (unset EMOJI_NO_UNSLOTH).")
         try:
             model = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
         except (OSError, ValueError, RuntimeError) as error:
             store.fail(f"could not load the adapter in {store.display(adapter_dir)} ({error}) - run "
-                 f"`python 02_train.py --force` to train it again.")
+                       "`python 02_train.py --force` to train it again.")
         model.to(getattr(torch, MERGED_DTYPE)).save_pretrained(str(out_dir))
         AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(out_dir))
     _plain_byte_level(out_dir / "tokenizer.json")
@@ -189,6 +187,6 @@ def gguf(adapter_dir, run, out):
 
 if __name__ == "__main__":
     args = settings.configure(globals(), __doc__, checks=dict(
-        KIND=settings.one_of("auto", *KINDS), EPOCHS=settings.epochs, GGUF_TYPE=settings.not_empty,
+        KIND=settings.one_of("auto", "none", "merged", "gguf"), EPOCHS=settings.epochs, GGUF_TYPE=settings.not_empty,
         MERGED_DTYPE=settings.one_of("float16", "bfloat16", "float32")))
     export_runs(settings.parse_epochs(EPOCHS), KIND, force=args.force)

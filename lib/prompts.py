@@ -2,6 +2,7 @@
 
 Here rather than in 03 because 01 needs them too: it keeps KNOWN in the train split whatever the seed, and refuses data
 that holds a NOVEL, EDGE or GENERAL prompt (they must be unseen). Every script matches prompts with `key()`."""
+from pathlib import Path
 
 # The instruction every emoji request carries (training and the emoji prompt sets); short, because every token costs
 # CPU time. The non-emoji questions (GENERAL) are asked without it: Task 4.2 asks whether fine-tuning made the model
@@ -55,18 +56,9 @@ def is_known(sentence):
 
 
 # Every model is trained and asked in its own chat format (tokenizer.apply_chat_template): SmolLM2 gets the ChatML it
-# was instruction-tuned on, Llama-2-chat its [INST] format. A model without a chat template gets this one, which renders
-# exactly Task 1's Llama-2 string (the dataset's `text` column).
-LLAMA2_CHAT_TEMPLATE = (
-    "{% if messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] %}"
-    "{% set messages = messages[1:] %}{% endif %}"
-    "{% for message in messages %}"
-    "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' }}"
-    "{% if loop.first and system is defined %}{{ '<<SYS>>\n' + system + '\n<</SYS>>\n\n' }}{% endif %}"
-    "{{ message['content'] + ' [/INST]' }}"
-    "{% else %}{{ ' ' + message['content'] + ' ' + eos_token }}{% endif %}"
-    "{% endfor %}"
-)
+# was instruction-tuned on, Llama-2-chat its [INST] format. A model without a chat template gets the one in
+# lib/templates/llama2_chat.jinja, which renders exactly Task 1's Llama-2 string (the dataset's `text` column).
+LLAMA2_CHAT_TEMPLATE = (Path(__file__).parent / "templates" / "llama2_chat.jinja").read_text(encoding="utf-8")
 
 
 def llama2_text(sentence, emojis, system=SYSTEM_PROMPT, bos="<s>", eos="</s>"):

@@ -66,7 +66,8 @@ def pair_problem(fields, max_emojis):
             return f"{column} is {len(field)} characters long, at most {MAX_FIELD_CHARS} - is a closing quote missing?"
         for char in field:
             if char in STRAY_CHARS or unicodedata.category(char) == "Cc" and char not in "\t\n\r":
-                return f"{column} holds " + STRAY_CHARS.get(char, f"the control character U+{ord(char):04X} - remove it")
+                stray = STRAY_CHARS.get(char, f"the control character U+{ord(char):04X} - remove it")
+                return f"{column} holds {stray}"
     if not sentence:
         return "empty text"
     if "?" in target and set(target) <= set("? "):

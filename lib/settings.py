@@ -8,6 +8,8 @@ import sys
 from contextlib import suppress
 from pathlib import Path
 
+from lib import store
+
 INTERRUPTED = "interrupted - finished work is kept; run again to continue"
 # Constants named like this hold a path: a relative path given on the command line is taken from the current folder.
 PATH_SUFFIXES = ("_CSV", "_DIR", "_PATH", "_FILE", "_JSONL")
@@ -87,8 +89,7 @@ seed = whole(0, 2**32 - 1)  # numpy's seed range
 def choose(flag, value, names):
     """One line and exit 2 unless `value` is one of `names`: a library's own list (e.g. transformers' schedulers)."""
     if value not in names:
-        print(f"error: {flag} must be one of {', '.join(names)}, got {value!r}", file=sys.stderr)
-        sys.exit(2)
+        store.fail(f"{flag} must be one of {', '.join(names)}, got {value!r}", 2)
 
 
 def user_path(text, base=None):
@@ -148,9 +149,7 @@ def configure(namespace, doc, checks=None):
     for name, check in checks.items():
         value = getattr(args, name)
         if not check(value):
-            print(f"error: --{name.lower().replace('_', '-')} ({name}) must be {check.accepts}, got {value!r}",
-                  file=sys.stderr)
-            sys.exit(2)
+            store.fail(f"--{name.lower().replace('_', '-')} ({name}) must be {check.accepts}, got {value!r}", 2)
     namespace.update({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k.isupper()})
     return args
 
