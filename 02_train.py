@@ -13,8 +13,9 @@ from lib import export, models, rawdata, settings, store
 
 MODEL = "auto"  # auto | embedded | a Hugging Face name or local folder
 EPOCHS = "1,5"  # one separate run per entry
-# auto: every training pair with CUDA; on a CPU a seeded subset of 800, so the demo fits its time budget (README: what
-# it costs in quality). "all", or a number, for the same choice everywhere. Every run gets the same pairs.
+# auto: every training pair with CUDA; on a CPU a seeded subset that fits the demo's time budget, 1,100 with AMX and
+# 800 without (README: what it costs in quality). "all", or a number, for the same choice everywhere. Every run gets the
+# same pairs.
 TRAIN_PAIRS = "auto"
 BATCH_SIZE = "auto"  # a number, or auto: 8, and 4 for the embedded model on a GPU (sweep in BENCHMARKS.md)
 GRAD_ACCUM = 1
@@ -95,7 +96,7 @@ models.answer_only_loss()  # the output layer on answer tokens only
 # ---- Step 2: load the model once and add LoRA adapters; each run starts from the same initial adapter weights.
 start = time.time()
 set_seed(SEED)
-model, tokenizer, prompt_format = models.load(name, MAX_SEQ_LENGTH)
+model, tokenizer, prompt_format = models.load(name, MAX_SEQ_LENGTH, training=True)
 load_seconds = round(time.time() - start, 1)
 longest = models.longest(tokenizer, data["train"], MAX_SEQ_LENGTH)  # one line, exit 2, if MAX_SEQ_LENGTH is too short
 model = models.add_lora(model, name, LORA_R, LORA_ALPHA, resolved["LORA_DROPOUT"], LORA_TARGETS,

@@ -27,21 +27,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# Today's default, stated in full, so the baseline keeps meaning "before issue 19" whatever 02's defaults become.
+# Today's default, stated in full, so the baseline keeps meaning "before issue 19" whatever 02's defaults become:
+# batch 4 with LoRA dropout, TRL's own output-layer chunks, float32 weights (under bf16 autocast on a CPU with AMX).
 TODAY = ["--batch-size", "4", "--learning-rate", "5e-4", "--loraplus-ratio", "16", "--lora-dropout", "0.05"]
-OLD_CHUNK = {"BENCH_LM_HEAD_CHUNK": "256"}  # TRL's own chunk of the output layer
-# name -> (02 flags after TODAY's, environment for bench/instrument.py)
+OLD = {"BENCH_LM_HEAD_CHUNK": "256", "BENCH_FP32_WEIGHTS": "1"}
+CHUNK32 = {**OLD, "BENCH_LM_HEAD_CHUNK": "32"}
+# name -> (02 flags, environment for bench/instrument.py); flags are given on top of 02's defaults of the day.
 VARIANTS = {
-    "today": ([], OLD_CHUNK),
-    "today-seed43": (["--seed", "43"], OLD_CHUNK),
-    "chunk32": ([], {"BENCH_LM_HEAD_CHUNK": "32"}),
-    "no-dropout": (["--lora-dropout", "0"], OLD_CHUNK),
-    "length-grouped": ([], {**OLD_CHUNK, "BENCH_SFT": json.dumps({"train_sampling_strategy": "group_by_length"})}),
-    "bf16-weights": ([], {**OLD_CHUNK, "BENCH_BF16_WEIGHTS": "1"}),
-    "one-thread": ([], {**OLD_CHUNK, "OMP_NUM_THREADS": "1"}),
-    "chunk32+no-dropout": (["--lora-dropout", "0"], {"BENCH_LM_HEAD_CHUNK": "32"}),
-    "chunk32+no-dropout+batch8": (["--lora-dropout", "0", "--batch-size", "8"], {"BENCH_LM_HEAD_CHUNK": "32"}),
-    "defaults-now": (None, {}),  # 02 exactly as it is now, no flags
+    "today": (TODAY, OLD),
+    "today-seed43": (TODAY + ["--seed", "43"], OLD),
+    "chunk32": (TODAY, CHUNK32),
+    "no-dropout": (TODAY + ["--lora-dropout", "0"], OLD),
+    "length-grouped": (TODAY, {**OLD, "BENCH_SFT": json.dumps({"train_sampling_strategy": "group_by_length"})}),
+    "bf16-weights": (TODAY, {**OLD, "BENCH_FP32_WEIGHTS": "0", "BENCH_BF16_WEIGHTS": "1"}),
+    "one-thread": (TODAY, {**OLD, "OMP_NUM_THREADS": "1"}),
+    "chunk32+no-dropout": (TODAY + ["--lora-dropout", "0"], CHUNK32),
+    "chunk32+no-dropout+batch8": (TODAY + ["--lora-dropout", "0", "--batch-size", "8"], CHUNK32),
+    "defaults-now": ([], {}),  # 02 exactly as it is now, no flags (with AMX: + bf16 frozen weights)
+    "defaults-now-fp32-weights": ([], {"BENCH_FP32_WEIGHTS": "1"}),  # = chunk32+no-dropout+batch8
+    "defaults-now+top20": (["--lora-layers", "10-29"], {}),  # adapters and backpropagation on blocks 10-29 only
+    "defaults-now+batch16": (["--batch-size", "16"], {}),
 }
 
 
@@ -51,12 +56,14 @@ def run_variant(name, flags, env, args, out):
     folder.mkdir(parents=True)
     for sub in ("dataset", "cache"):  # one dataset and one converted model for every variant
         (folder / sub).symlink_to((ROOT / "outputs" / sub).resolve())
-    all_flags = TODAY + (flags or [])
-    batch = int(all_flags[max(i for i, f in enumerate(all_flags) if f == "--batch-size") + 1])  # the last one given
+    from lib import models
+
+    given = [int(flags[i + 1]) for i, f in enumerate(flags) if f == "--batch-size"]
+    batch = given[-1] if given else models.auto_settings(models.EMBEDDED)["BATCH_SIZE"]  # the last one given wins
     steps = args.steps * 4 // batch  # every variant sees the same number of training examples
     cmd = [sys.executable, str(ROOT / "bench/instrument.py"), "02_train.py", "--epochs", "1", "--max-steps",
            str(steps), "--train-pairs", str(args.train_pairs), "--export", "none", "--force"]
-    cmd += [] if flags is None else TODAY + flags
+    cmd += flags
     events = folder / "events.json"
     environ = {**os.environ, **env, "EMOJI_OUT": str(folder), "BENCH_EVENTS": str(events), "PYTHONUNBUFFERED": "1"}
     if args.profile:

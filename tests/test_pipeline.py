@@ -275,8 +275,11 @@ def copy_of(pipeline, tmp_path):
 def test_settings_that_change_no_run_retrain_nothing(pipeline, tmp_path):
     # Issue 17, fix 6: OPTIM under LoRA+ (the embedded default), an explicit TRAIN_PAIRS equal to what auto means here,
     # the patience without early stopping: none of them changes a run, so none may retrain one.
+    from lib import models
+
     out = copy_of(pipeline, tmp_path)
-    for extra in (["--optim", "adamw_torch"], ["--train-pairs", "800"], ["--early-stopping-patience", "3"]):
+    pairs = str(models.auto_settings(models.EMBEDDED)["TRAIN_PAIRS"])  # 800, or 1,100 on a CPU with AMX
+    for extra in (["--optim", "adamw_torch"], ["--train-pairs", pairs], ["--early-stopping-patience", "3"]):
         result = run_ok("02_train.py", *TRAIN, *extra, out=out)
         assert result.stdout.count("up to date") == 2 and "saved" not in result.stdout, (extra, result.stdout)
 
