@@ -96,13 +96,12 @@ def test_emoji_out_that_is_a_file_or_under_a_file_is_refused(tmp_path):
         assert "is a file, not a folder" in one_line_error(run_script("01_make_dataset.py", out=out), 2)
 
 
-def test_a_tilde_in_emoji_out_means_the_home_folder(tmp_path):
-    raw = tmp_path / "raw.csv"
-    raw.write_text(csv_text(ROWS), encoding="utf-8")
-    result = run_script("01_make_dataset.py", "--raw-csv", raw, *SMALL, out="~/emoji-outputs",
-                        env={"HOME": str(tmp_path)})
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "emoji-outputs" / "dataset" / "stamp.json").exists()
+def test_a_tilde_in_emoji_out_means_the_home_folder(small_dataset, tmp_path):
+    # A dataset already under ~/emoji-outputs is found there: up to date, nothing built (under the repo's "~" either).
+    shutil.copytree(small_dataset, tmp_path / "emoji-outputs")
+    result = run_script("01_make_dataset.py", "--raw-csv", small_dataset.parent / "raw.csv", *SMALL,
+                        out="~/emoji-outputs", env={"HOME": str(tmp_path)})
+    assert result.returncode == 0 and "up to date" in result.stdout, result.stdout + result.stderr
     assert not (ROOT / "~").exists()
 
 
@@ -143,10 +142,9 @@ def test_a_read_only_output_folder_is_one_line_naming_it(read_only, tmp_path):
     assert str(read_only) in line and "Read-only" in line
 
 
-def test_a_full_disk_keeps_the_previous_dataset_and_says_so_in_one_line(small_disk, tmp_path):
+def test_a_full_disk_keeps_the_previous_dataset_and_says_so_in_one_line(small_dataset, small_disk, tmp_path):
+    shutil.copytree(small_dataset / "dataset", small_disk / "dataset")  # a finished step 1, as 01 wrote it
     raw = tmp_path / "raw.csv"
-    raw.write_text(csv_text(ROWS), encoding="utf-8")
-    assert run_script("01_make_dataset.py", "--raw-csv", raw, *SMALL, out=small_disk).returncode == 0
     before = {p.relative_to(small_disk): p.read_bytes() for p in (small_disk / "dataset").rglob("*") if p.is_file()}
     big = [(f"A much longer sentence number {i} about the weather in spring and autumn.", "☀️") for i in range(3000)]
     raw.write_text(csv_text(ROWS + big), encoding="utf-8")
@@ -173,11 +171,13 @@ def test_a_second_copy_of_a_step_on_the_same_outputs_waits_its_turn(tmp_path):
 
 # ---------------------------------------------------------------- CSV files as spreadsheets save them
 def test_a_capitalised_header_and_trailing_empty_columns_are_accepted(tmp_path):
+    # A bad last row makes 01 stop before building: the only problem it finds is that row, so every other row passed.
     raw = tmp_path / "raw.csv"
-    raw.write_text(csv_text(ROWS, header="Text,Emoji,,", tail=",,"), encoding="utf-8")
+    raw.write_text(csv_text(ROWS + [("One bad row.", "words")], header="Text,Emoji,,", tail=",,"), encoding="utf-8")
     result = run_script("01_make_dataset.py", "--raw-csv", raw, *SMALL, out=tmp_path / "out")
-    assert result.returncode == 0, result.stderr
-    assert f"{len(ROWS)} valid pairs" in result.stdout
+    problems = [line for line in result.stderr.splitlines() if line.startswith(str(raw))]
+    assert result.returncode == 1 and len(problems) == 1, result.stderr
+    assert problems[0].startswith(f"{raw}:{len(ROWS) + 2}: ") and "not purely emoji" in problems[0], problems
 
 
 @pytest.mark.parametrize("n", [1, 3, 58])
