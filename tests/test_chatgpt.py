@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from conftest import run_many
 from lib import metrics, prompts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,7 +231,8 @@ class FaultProxy:
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # a short poll: stop() waits for it, once per test
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
         self.stopped = False
 
@@ -506,18 +508,35 @@ def test_key_quoted_by_the_server_is_never_stored_or_printed(out, llama_server, 
     assert_no_key(out, llama_server.api_key, result.stdout, result.stderr)
 
 
-@pytest.mark.parametrize("flag, value", [
+BAD_SETTINGS = [
     ("--max-retries", "-1"), ("--timeout-s", "0"), ("--mode", "web"),
     # upper bounds that make sense (issue 18): a 1e300 s timeout or a million retries is a typo, not a setting
     ("--timeout-s", "1e300"), ("--timeout-s", "nan"), ("--timeout-s", "inf"), ("--max-retries", "1000"),
     ("--max-tokens", "100000000"), ("--max-tokens", "1.5"),
     ("--time", "5"),  # flags are never abbreviated (--time is not taken as --timeout-s)
-])
-def test_bad_setting_is_one_line_exit_2(out, flag, value):
-    result = run(out, flag, value, key="sk-unused-123456", base_url="http://127.0.0.1:9/v1")
+]
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory):
+    """What each of BAD_SETTINGS made 04 do, all run in one process; and the outputs folder they shared."""
+    folder = tmp_path_factory.mktemp("refused") / "outputs"
+    folder.mkdir()
+    write_generations(folder)
+    cases = [("04_chatgpt.py", ["--manual-csv", folder.parent / "no_such_responses.csv", flag, value])
+             for flag, value in BAD_SETTINGS]
+    results = run_many(cases, out=folder, env={"OPENAI_API_KEY": "sk-unused-123456",
+                                               "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})
+    return folder, dict(zip(BAD_SETTINGS, results))
+
+
+@pytest.mark.parametrize("flag, value", BAD_SETTINGS)
+def test_bad_setting_is_one_line_exit_2(refused, flag, value):
+    folder, results = refused
+    result = results[flag, value]
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and flag in result.stderr
-    assert answers(out) == []
+    assert answers(folder) == []
 
 
 @pytest.mark.parametrize("base_url", ["http://127.0.0.1:99999/v1", "127.0.0.1:8080", "http://[::1/v1"])
