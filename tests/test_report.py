@@ -103,6 +103,11 @@ def write_inputs(out, chatgpt=None, instructed_general=False, ratio=16.0):
     return rows
 
 
+# These reports are read for their wording and layout, not for the resampling: 100 resamples (the least allowed)
+# instead of 2,000 save about a second a run. The module's `report` keeps the default.
+FEW_RESAMPLES = ["--bootstrap-samples", "100"]
+
+
 def make_report(out, *args, **inputs):
     write_inputs(out, **inputs)
     result = run_script("05_report.py", *args, out=out)
@@ -131,7 +136,8 @@ def variant_report(tmp_path_factory):
     questions were sent with the emoji instruction (4.2), every ChatGPT request failed (Task 3), plain LoRA (run
     summary). One 05 run instead of three."""
     out = tmp_path_factory.mktemp("variant_report")
-    return make_report(out, chatgpt=[chatgpt_row(p, ok=False) for p in NOVEL], instructed_general=True, ratio=1)
+    return make_report(out, *FEW_RESAMPLES, chatgpt=[chatgpt_row(p, ok=False) for p in NOVEL], instructed_general=True,
+                       ratio=1)
 
 
 def tables(text):
@@ -298,7 +304,7 @@ def test_discussion_says_not_distinguishable_when_intervals_overlap(tmp_path):
         if row["model"] == "ft5" and row["set"] == "general":
             row["output"] = "I think it is probably " + row["keywords"][0] + " 🎉"
     (out / "generations.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
-    result = run_script("05_report.py", "--epochs", "5", out=out)
+    result = run_script("05_report.py", "--epochs", "5", *FEW_RESAMPLES, out=out)
     assert result.returncode == 0, result.stderr
     text = (out / "report.md").read_text("utf-8")
     body = section(text, "4.3 Discussion (draft)")
@@ -331,7 +337,7 @@ def test_chatgpt_requests_that_all_failed_say_failed_not_not_run(variant_report)
 
 def test_some_failed_chatgpt_requests_and_answers_are_labelled_as_recorded(tmp_path):
     rows = [chatgpt_row(p, ok=i < 3) for i, p in enumerate(NOVEL)]
-    task3 = section(make_report(tmp_path / "out", chatgpt=rows), "Task 3")
+    task3 = section(make_report(tmp_path / "out", *FEW_RESAMPLES, chatgpt=rows), "Task 3")
     assert "failed (2 of 5)" in task3 and "not run" not in task3
     header = tables(task3)[0][0]
     assert header[:4] == ["prompt", "1-epoch fine-tune", "5-epoch fine-tune", "smollm2-135m at 127.0.0.1:8080"]
@@ -357,7 +363,7 @@ def test_missing_inputs_name_the_script_to_run_first(tmp_path):
 def test_chatgpt_answers_from_the_api_are_one_more_model_with_marks_sources_figures_and_a_draft(tmp_path):
     rows = [chatgpt_row(p, ok=True) for p in NOVEL]
     rows[1].update(answer="Oh no ✈️😭 stuck", has_words=True, emoji_only=False, time="2025-01-02T00:00:00+00:00")
-    text = make_report(tmp_path / "out", chatgpt=rows)
+    text = make_report(tmp_path / "out", *FEW_RESAMPLES, chatgpt=rows)
     task3, label = section(text, "Task 3"), "smollm2-135m at 127.0.0.1:8080"
     assert "not run" not in task3 and "failed (" not in task3
     answers_table, marks = by_model(task3, index=0), by_model(task3, index=1)
@@ -390,7 +396,7 @@ def test_chatgpt_answers_pasted_by_hand_say_where_they_came_from(tmp_path):
     rows = [dict(chatgpt_row(p, ok=True), source="manual", model="ChatGPT (web)", served_model=None,
                  base_url_host=None, label="ChatGPT (web)", answer=a, file="/x/data/chatgpt_responses.csv")
             for p, a in zip(NOVEL[:2], ["🐶🥰🏡", "Boom! 🌋🧺"])]
-    task3 = section(make_report(tmp_path / "out", chatgpt=rows), "Task 3")
+    task3 = section(make_report(tmp_path / "out", *FEW_RESAMPLES, chatgpt=rows), "Task 3")
     assert ("2 answer(s) pasted by hand from ChatGPT (web), imported from `/x/data/chatgpt_responses.csv`"
             in task3)
     assert "3 prompt(s) have no ChatGPT answer yet" in task3
@@ -457,7 +463,7 @@ def test_a_subset_of_the_runs_is_reported_without_the_others(tmp_path):
     out = tmp_path / "out"
     write_inputs(out)
     shutil.rmtree(out / "adapters" / "epochs5")
-    result = run_script("05_report.py", "--epochs", "1", out=out)
+    result = run_script("05_report.py", "--epochs", "1", *FEW_RESAMPLES, out=out)
     assert result.returncode == 0, result.stderr
     text = (out / "report.md").read_text("utf-8")
     assert "1-epoch fine-tune" in text and "5-epoch" not in text
@@ -475,8 +481,8 @@ def test_a_failed_write_keeps_the_previous_report(report, tmp_path):
             row["output"] = "word " * 2000
     (out / "generations.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
     limit = 150_000  # above the loss plot (about 50 KB), below the new report (about 400 KB)
-    result = subprocess.run([sys.executable, "05_report.py", "--max-cell", "10000"], cwd=ROOT, capture_output=True,
-                            text=True, env={**os.environ, "EMOJI_OUT": str(out)}, timeout=300,
+    result = subprocess.run([sys.executable, "05_report.py", "--max-cell", "10000", *FEW_RESAMPLES], cwd=ROOT,
+                            capture_output=True, text=True, env={**os.environ, "EMOJI_OUT": str(out)}, timeout=300,
                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
     one_line_error(result, "cannot write", "report.md")
     assert (out / "report.md").read_bytes() == before
