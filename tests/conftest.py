@@ -1,5 +1,7 @@
 """Shared fixtures. `llama_server`: a real OpenAI-compatible server (llama-cpp-python's) serving the embedded
-SmolLM2 GGUF on a free loopback port, started once per test session. Needs `pip install -r requirements-test.txt`."""
+SmolLM2 GGUF on a free loopback port, started once per test session. Needs `pip install -r requirements-test.txt`.
+`small_dataset`, `shipped_dataset`: step 1's output, built once per session for every module that only reads it.
+`run_many`: settings refused up front, many cases in one interpreter."""
 import csv
 import importlib.util
 import json
