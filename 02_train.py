@@ -118,8 +118,9 @@ for epochs in todo:
             pad_to_multiple_of=min(MAX_SEQ_LENGTH, -(-longest // 8) * 8) if graphs else None,  # one graph shape
             save_strategy="epoch" if EARLY_STOPPING else "no", load_best_model_at_end=EARLY_STOPPING,
             metric_for_best_model="eval_loss", save_total_limit=1 if EARLY_STOPPING else None,
-            bf16=models.train_dtype() == torch.bfloat16 or models.cpu_bf16_autocast(),
-            fp16=models.train_dtype() == torch.float16, use_cpu=models.cpu_bf16_autocast(), dataloader_pin_memory=False,
+            # the weights' dtype decides mixed precision: bf16 also on a CPU with AMX (loaded so, and autocast)
+            bf16=models.train_dtype(True) == torch.bfloat16, fp16=models.train_dtype(True) == torch.float16,
+            use_cpu=models.cpu_bf16_autocast(), dataloader_pin_memory=False,
             gradient_checkpointing=False,  # short sequences: recomputing every forward would cost a third more time
             padding_free=False)  # stated: Unsloth switches it on by itself; without flash-attention it was 2.7x slower
         optimizer = None if ratio == 1 else create_loraplus_optimizer(

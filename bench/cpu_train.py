@@ -26,11 +26,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from lib import models  # noqa: E402  (torch is imported only when a function needs it)
 
 # Today's default, stated in full, so the baseline keeps meaning "before issue 19" whatever 02's defaults become:
 # batch 4 with LoRA dropout, TRL's own output-layer chunks, float32 weights (under bf16 autocast on a CPU with AMX).
 TODAY = ["--batch-size", "4", "--learning-rate", "5e-4", "--loraplus-ratio", "16", "--lora-dropout", "0.05"]
-OLD = {"BENCH_LM_HEAD_CHUNK": "256", "BENCH_FP32_WEIGHTS": "1"}
+OLD = {"BENCH_LM_HEAD_CHUNK": "256", "BENCH_WEIGHTS": "float32"}
 CHUNK32 = {**OLD, "BENCH_LM_HEAD_CHUNK": "32"}
 # name -> (02 flags, environment for bench/instrument.py); flags are given on top of 02's defaults of the day.
 VARIANTS = {
@@ -39,12 +40,12 @@ VARIANTS = {
     "chunk32": (TODAY, CHUNK32),
     "no-dropout": (TODAY + ["--lora-dropout", "0"], OLD),
     "length-grouped": (TODAY, {**OLD, "BENCH_SFT": json.dumps({"train_sampling_strategy": "group_by_length"})}),
-    "bf16-weights": (TODAY, {**OLD, "BENCH_FP32_WEIGHTS": "0", "BENCH_BF16_WEIGHTS": "1"}),
+    "bf16-weights": (TODAY, {**OLD, "BENCH_WEIGHTS": "bfloat16"}),
     "one-thread": (TODAY, {**OLD, "OMP_NUM_THREADS": "1"}),
     "chunk32+no-dropout": (TODAY + ["--lora-dropout", "0"], CHUNK32),
     "chunk32+no-dropout+batch8": (TODAY + ["--lora-dropout", "0", "--batch-size", "8"], CHUNK32),
     "defaults-now": ([], {}),  # 02 exactly as it is now, no flags (with AMX: + bf16 frozen weights)
-    "defaults-now-fp32-weights": ([], {"BENCH_FP32_WEIGHTS": "1"}),  # = chunk32+no-dropout+batch8
+    "defaults-now-fp32-weights": ([], {"BENCH_WEIGHTS": "float32"}),  # = chunk32+no-dropout+batch8
     "defaults-now+top20": (["--lora-layers", "10-29"], {}),  # adapters and backpropagation on blocks 10-29 only
     "defaults-now+batch16": (["--batch-size", "16"], {}),
 }
@@ -56,8 +57,6 @@ def run_variant(name, flags, env, args, out):
     folder.mkdir(parents=True)
     for sub in ("dataset", "cache"):  # one dataset and one converted model for every variant
         (folder / sub).symlink_to((ROOT / "outputs" / sub).resolve())
-    from lib import models
-
     given = [int(flags[i + 1]) for i, f in enumerate(flags) if f == "--batch-size"]
     batch = given[-1] if given else models.auto_settings(models.EMBEDDED)["BATCH_SIZE"]  # the last one given wins
     steps = args.steps * 4 // batch  # every variant sees the same number of training examples

@@ -13,10 +13,9 @@ For 02_train.py:
 For 02_train.py on a CPU (bench/cpu_train.py's variants of a training step that are not settings of 02):
   BENCH_SFT=JSON        SFTConfig fields set after 02 made its config, e.g. {"train_sampling_strategy": "group_by_length"}
   BENCH_LM_HEAD_CHUNK=N TRL's chunked loss computes the output layer in chunks of N answer tokens (TRL's own: 256)
-  BENCH_BF16_WEIGHTS=1  the loaded model's weights cast to bfloat16 (LoRA weights and optimizer stay float32: PEFT
-                        keeps adapters in float32)
-  BENCH_FP32_WEIGHTS=1  the loaded model's weights cast to float32: on a CPU with AMX, 02 before issue 19 (float32
-                        weights under bf16 autocast)
+  BENCH_WEIGHTS=DTYPE   the loaded model's weights cast to torch.DTYPE (LoRA weights and optimizer stay float32: PEFT
+                        keeps adapters in float32). float32 on a CPU with AMX is 02 before issue 19 (float32 weights
+                        under bf16 autocast); bfloat16 is 02 since.
 For 03_generate.py, after the script has finished with its model still in memory:
   BENCH_GEN_COMPARE=N   answer every greedy emoji prompt with adapter ft1 all at once in batches, then the first N
                         one at a time (same token budget), timing both;
@@ -90,12 +89,8 @@ def load(*args, **kwargs):
     install_recorder()  # in case the script imported its trainer without models.import_unsloth
     start = now()
     model, tokenizer, prompt_format = _load(*args, **kwargs)
-    import torch
-
-    if os.environ.get("BENCH_BF16_WEIGHTS") == "1":
-        model.to(torch.bfloat16)
-    if os.environ.get("BENCH_FP32_WEIGHTS") == "1":
-        model.to(torch.float32)
+    if os.environ.get("BENCH_WEIGHTS"):
+        model.to(getattr(__import__("torch"), os.environ["BENCH_WEIGHTS"]))
     _tokenizer_holder[0] = tokenizer
     ev["loads"].append({"start": start, "end": now(), "dtype": str(model.dtype), "prompt_format": prompt_format})
     dump()

@@ -73,7 +73,8 @@ CONFIGS.update({
 # batch 8 as the CPU default (no LoRA dropout), except where the name says more data or a cheaper step: the learning
 # rate and its schedule, LoRA+ ratio, rank, batch 4 on the pairs that take the same CPU time (batch 4 gives 1.18x fewer
 # examples per second), templated augmentation inside the 800, early stopping, and what 1,000 or all pairs would give.
-C8 = ["--train-pairs", "800", "--batch-size", "8", "--lora-dropout", "0", *LP[2:]]
+C8 = ["--train-pairs", "800", "--batch-size", "8", "--lora-dropout", "0", "--learning-rate", "5e-4",
+      "--loraplus-ratio", "16"]
 CONFIGS.update({
     "cpu800": (C8, "1,5"),
     "cpu800-lr1e-3": (C8 + ["--learning-rate", "1e-3"], "1,5"),
