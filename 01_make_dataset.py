@@ -4,8 +4,8 @@ Every row of the CSV is checked first: a bad row is reported as FILE:LINE: probl
 keeps the sentence, the emojis, the chat messages and Task 1's Llama-2 chat string with its special tokens
 (`<s>[INST] <<SYS>> ... <</SYS>> sentence [/INST] emojis </s>`), in three seeded splits: train, validation (early
 stopping and choosing settings) and test (held out: scored by the report, used by nothing else). The KNOWN prompts
-(lib/prompts.py) always land in train; the NOVEL, EDGE and GENERAL prompts must not be in the data at all. Saved with
-save_to_disk and as readable JSONL under outputs/dataset/; a changed CSV or constant rebuilds it."""
+(data/prompt_sets.toml) always land in train; the NOVEL, EDGE and GENERAL prompts must not be in the data at all.
+Saved with save_to_disk and as readable JSONL under outputs/dataset/; a changed CSV or constant rebuilds it."""
 import hashlib
 import sys
 from pathlib import Path

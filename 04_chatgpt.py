@@ -1,4 +1,4 @@
-"""Task 3: ask ChatGPT the five NOVEL prompts (lib/prompts.py), each with an explicit emoji-only instruction.
+"""Task 3: ask ChatGPT the five NOVEL prompts (data/prompt_sets.toml), each with an explicit emoji-only instruction.
 
 Modes (MODE=auto picks):
   api     OPENAI_API_KEY and/or OPENAI_BASE_URL is set. Each answer is appended to outputs/chatgpt.jsonl the moment

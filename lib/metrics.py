@@ -12,9 +12,11 @@ strip_replacement (clean decoded output).
 import math
 import random
 import re
+import tomllib
 from collections import Counter
 from functools import lru_cache
 from itertools import combinations
+from pathlib import Path
 
 import emoji
 
@@ -85,39 +87,15 @@ def _singular(word):
 
 
 # ---------------------------------------------------------------- near-synonyms (soft F1)
-# English name words that say nothing about meaning: grammar, kind words shared by hundreds of emojis (face, button,
-# flag, keycap), gender (a gendered pictogram means the same), colours (a blue heart is still a heart), and words for
-# size, body parts or poses that link pictures of different meaning (👀 "eyes" / 😊 "smiling face with smiling eyes",
-# 👍 "thumbs up" / 👎 "thumbs down", 🙋 "person raising hand" / 🙌 "raising hands").
-_NAME_STOP_WORDS = set("""a and at for in of on the with without face facing button sign symbol mark flag keycap
-    japanese united island man men woman women person people boy girl red orange yellow green blue purple brown black
-    white pink grey gray high large small big heavy open raised raising eye hand thumb mouth head o""".split())
-# Spanish function and kind words (cara = face), for the second-language check in emoji_similarity.
-_SPANISH_STOP_WORDS = set("""a al con de del el en la las lo los o sin un una y cara persona hombre mujer botón
-    bandera signo símbolo""".split())
+# The word lists and emoji families are data, in lib/word_lists.toml (what each list is for is written there).
+_WORDS = tomllib.loads(Path(__file__).with_name("word_lists.toml").read_text(encoding="utf-8"))
+_NAME_STOP_WORDS, _SPANISH_STOP_WORDS, _SENTENCE_STOP_WORDS = (
+    set(_WORDS[k].split()) for k in ("name_stop_words", "spanish_stop_words", "sentence_stop_words"))
+_FAMILIES = list(_WORDS["families"].values())
 # Skin tones (U+1F3FB-U+1F3FF) and a gender sign after a ZWJ (♀ / ♂; selectors are already gone).
 _TONE_OR_GENDER = re.compile("[\U0001F3FB-\U0001F3FF]|\u200d[\u2640\u2642]")
 _GENDERED_LEADS = ("\U0001F468\u200d", "\U0001F469\u200d")  # 👨 ZWJ / 👩 ZWJ, e.g. 👩‍⚕️ -> 🧑‍⚕️
-# Hand-written families whose names share no word (😂 "face with tears of joy" / 🤣 "rolling on the floor
-# laughing"). Members get FAMILY_CREDIT unless their names already earn more; an emoji may be in several families.
-FAMILY_CREDIT = 0.5
-_FAMILIES = [
-    "😂🤣😆😹😄😁",  # laughing
-    "😀😃😄😁😊🙂☺😸",  # smiling
-    "❤💕💖💗💓💞💘💝😍🥰😘😻",  # love
-    "🎉🥳🎊🎈🍾🥂🎂🎁",  # party, celebration
-    "😭😢🥲😿😞😔☹🙁😥",  # sad, tears
-    "😠😡🤬💢👿",  # angry
-    "😱😨😰😧🙀😲😮",  # fear, shock
-    "😴💤🥱😪🛌🛏",  # sleep, tired
-    "👍👌✅✔💯🙌👏",  # approval
-    "🔥🌶🥵",  # hot, spicy
-    "✨⭐🌟💫🌠",  # sparkle, stars
-    "🎶🎵🎼🎤🎧",  # music
-    "🌧⛈🌩☔⚡🌦",  # rain, storm
-    "✈🛫🛬🧳",  # flying, travel
-    "🤔😕🤨❓",  # thinking, puzzled
-]
+FAMILY_CREDIT = 0.5  # the credit of two emojis of one family (see emoji_similarity)
 # Normalised emoji -> its data, so that ❤ finds ❤️'s names.
 emoji.config.load_language("es")  # adds the Spanish names ("es") to emoji.EMOJI_DATA
 _EMOJI_DATA = {key.translate(_SELECTORS): value for key, value in emoji.EMOJI_DATA.items()}
@@ -149,12 +127,12 @@ def emoji_similarity(a, b):
     1.0 when they are equal after normalisation or the same base emoji in another skin tone or gender (👍/👍🏽,
     🏃/🏃‍♀️, 👨‍⚕️/👩‍⚕️). Otherwise the larger of two credits, 0 when neither applies:
     - name words: the Jaccard index of the words of their English names and aliases in `emoji.EMOJI_DATA`, without
-      stop words (see _NAME_STOP_WORDS), e.g. 🐶 "dog face" / 🐕 "dog" -> 1.0, 🌲 "evergreen tree" / 🌳 "deciduous
+      stop words (lib/word_lists.toml), e.g. 🐶 "dog face" / 🐕 "dog" -> 1.0, 🌲 "evergreen tree" / 🌳 "deciduous
       tree" -> 1/3. It counts only if the Spanish names share a word too, which drops English puns (🌽 "ear of corn"
       / 👂 "ear", 🌭 "hot dog" / 🐕 "dog" score 0). A heuristic: pictures that share a word in both languages still
       get credit (🍹 "tropical drink" / 🐠 "tropical fish" -> 1/3).
-    - families: FAMILY_CREDIT when both are in one of the hand-written families in _FAMILIES (😂 "face with tears of
-      joy" / 🤣 "rolling on the floor laughing" share no name word).
+    - families: FAMILY_CREDIT when both are in one of the hand-written families of lib/word_lists.toml (😂 "face
+      with tears of joy" / 🤣 "rolling on the floor laughing" share no name word).
     """
     a, b = (a or "").translate(_SELECTORS), (b or "").translate(_SELECTORS)
     if not a or not b:
@@ -277,11 +255,6 @@ def intervals_overlap(a, b):
 
 
 # ---------------------------------------------------------------- lookup baseline
-_SENTENCE_STOP_WORDS = set("""a about all am an and are as at be been but by can could did do does for from get got
-    had has have he her his i i'm i've im in is it it's its just me my of on or our out she so some that the their
-    them there they this to too us very was we we're were what will with would you you're your""".split())
-
-
 def _sentence_words(sentence):
     """Lowercased word set without stop words or a plural 's' ("cookies" -> "cookie", "grandma's" -> "grandma")."""
     words = re.findall(r"[a-z0-9]+(?:'[a-z]+)?", (sentence or "").lower().replace("\u2019", "'"))

@@ -1,42 +1,39 @@
 """The prompt sets of Tasks 2 and 4.2 and the chat format every model is trained and asked in.
 
-Here rather than in 03 because 01 needs them too: it keeps KNOWN in the train split whatever the seed, and refuses data
-that holds a NOVEL, EDGE or GENERAL prompt (they must be unseen). Every script matches prompts with `key()`."""
+The sets are data, in data/prompt_sets.toml; they are read here because 01 needs them too: it keeps KNOWN in the train
+split whatever the seed, and refuses data that holds a NOVEL, EDGE or GENERAL prompt (they must be unseen). Every
+script matches prompts with `key()`."""
+import tomllib
 from pathlib import Path
+
+from lib import store
 
 # The instruction every emoji request carries (training and the emoji prompt sets); short, because every token costs
 # CPU time. The non-emoji questions (GENERAL) are asked without it: Task 4.2 asks whether fine-tuning made the model
 # answer in emojis where nobody asked for them.
 SYSTEM_PROMPT = "Reply with emojis only."
 
-KNOWN = [  # from the data (accuracy and consistency)
-    "I overslept again this morning.",
-    "This soup is way too spicy!",
-    "I just landed in Tokyo.",
-    "Happy birthday to you!",
-    "We played volleyball on the beach.",
-]
-NOVEL = [  # in no split (generalisation)
-    "I just adopted a puppy and I'm so excited!",
-    "My flight got cancelled and I'm stuck at the airport.",
-    "We're baking cookies for grandma's birthday.",
-    "The thunderstorm knocked out our power last night.",
-    "I finally finished my marathon training!",
-]
-EDGE = [  # ambiguous or contradictory
-    "I'm happy and sad at the same time.",
-    "I love rainy days but I hate getting wet.",
-    "This is the best worst day ever.",
-    "Can you describe nothing at all?",
-    "I'm excited to be bored.",
-]
-GENERAL = {  # not emoji requests: a healthy model answers in words; any listed variant marks the expected fact
-    "Explain the concept of gravity.": ["mass", "masses", "attract", "attraction", "attracts"],
-    "What is the capital of Germany?": ["Berlin"],
-    "Write a haiku about autumn.": ["leaves", "leaf", "autumn", "fall"],
-    "How many legs does a spider have?": ["eight", "8"],
-    "Translate 'thank you' into French.": ["merci"],
-}
+PROMPT_SETS = store.DATA_DIR / "prompt_sets.toml"
+
+
+def _read_sets():
+    """(KNOWN, NOVEL, EDGE, GENERAL) from data/prompt_sets.toml; a file that is not what it should be is one line."""
+    try:
+        sets = tomllib.loads(PROMPT_SETS.read_text(encoding="utf-8"))
+        found = [sets[name] for name in ("known", "novel", "edge", "general")]
+        texts = [t for group in found[:3] for t in group] + [*found[3]] + [w for v in found[3].values() for w in v]
+        if all(type(g) is list for g in found[:3]) and all(isinstance(t, str) and t.strip() for t in texts):
+            return found
+        error = "every prompt and keyword must be text, in lists"
+    except KeyError as problem:
+        error = f"no {problem} entry"
+    except (OSError, ValueError, TypeError, AttributeError) as problem:  # TOMLDecodeError is a ValueError
+        error = getattr(problem, "strerror", None) or problem
+    store.fail(f"{store.display(PROMPT_SETS)}: {error} - it holds the lists known, novel and edge and the table "
+               "general (question = [keywords]).")
+
+
+KNOWN, NOVEL, EDGE, GENERAL = _read_sets()
 
 # Model keys used in every output file, and their names in the report.
 MODELS = {"base": "Base model", "ft1": "1-epoch fine-tune", "ft5": "5-epoch fine-tune", "lookup": "Lookup baseline"}

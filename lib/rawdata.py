@@ -124,7 +124,7 @@ def read_pairs(data, name, max_emojis):
 def unseen_problems(rows, name):
     """KNOWN prompts must be in the data; NOVEL, EDGE and GENERAL must not (they test what the model never saw)."""
     line_of = {prompts.key(r["sentence"]): r["line"] for r in rows}
-    problems = [f"{name}: KNOWN prompt {s!r} is not in the data - add it or edit lib/prompts.py"
+    problems = [f"{name}: KNOWN prompt {s!r} is not in the data - add it or edit data/prompt_sets.toml"
                 for s in prompts.KNOWN if prompts.key(s) not in line_of]
     for set_name, sentences in (("NOVEL", prompts.NOVEL), ("EDGE", prompts.EDGE), ("GENERAL", prompts.GENERAL)):
         problems += [f"{name}:{line_of[prompts.key(s)]}: {set_name} prompt {s!r} must not be in the data (it tests "

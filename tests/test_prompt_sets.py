@@ -1,6 +1,12 @@
-"""The prompt sets in lib/prompts.py: five each, no prompt in two sets, KNOWN in the train split,
-NOVEL, EDGE and GENERAL nowhere in the shipped data, every GENERAL question with accepted keyword variants."""
+"""The prompt sets in data/prompt_sets.toml (read by lib/prompts.py): five each, no prompt in two sets, KNOWN in the
+train split, NOVEL, EDGE and GENERAL nowhere in the shipped data, every GENERAL question with accepted keyword variants,
+and a broken file is one line naming it."""
 import csv
+import shutil
+import subprocess
+import sys
+
+import pytest
 
 from lib import prompts
 from conftest import ROOT
@@ -35,3 +41,20 @@ def test_general_questions_accept_variants_of_the_expected_fact():
     assert "Berlin" in prompts.GENERAL["What is the capital of Germany?"]
     assert {"eight", "8"} <= set(prompts.GENERAL["How many legs does a spider have?"])
     assert all(keywords and all(k.strip() for k in keywords) for keywords in prompts.GENERAL.values())
+
+
+@pytest.mark.parametrize("text, says", [
+    ('known = ["a"]\nnovel: ["b"]', "prompt_sets.toml: Expected '=' after a key in a key/value pair (at line 2"),
+    ('known = "I overslept."\nnovel = []\nedge = []\n[general]', "every prompt and keyword must be text, in lists"),
+    ('known = [1]\nnovel = []\nedge = []\n[general]', "every prompt and keyword must be text, in lists"),
+    ('known = []\nnovel = []\nedge = []', "no 'general' entry"),
+    ('known = []\nnovel = []\nedge = []\ngeneral = ["Why?"]', "prompt_sets.toml: 'list' object has no attribute"),
+])
+def test_a_broken_prompt_sets_file_is_one_line_naming_it(tmp_path, text, says):
+    # A copy of lib/ beside its own data/: every script imports lib.prompts, so each would stop with this line.
+    shutil.copytree(ROOT / "lib", tmp_path / "lib", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "prompt_sets.toml").write_text(text + "\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, "-c", "import lib.prompts"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr.startswith("error: data/prompt_sets.toml: ")
+    assert says in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
