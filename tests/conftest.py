@@ -23,7 +23,7 @@ from lib import prompts  # noqa: E402
 
 # Modules whose tests are all slow only because they import torch and transformers (~10 s on 2 cores, more than their
 # tests take): the fast tier (-m "not slow") does not even collect them, since collecting imports a module.
-SLOW_MODULES = {"test_answer_only_loss.py", "test_cpu_bf16_weights.py", "test_full_batches.py"}
+SLOW_MODULES = {"test_adapter_reset.py", "test_answer_only_loss.py", "test_cpu_bf16_weights.py", "test_full_batches.py"}
 
 
 def pytest_ignore_collect(collection_path, config):
