@@ -104,13 +104,11 @@ def atomic(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove(tmp)
         yield tmp
+        old = path.with_name(f".{path.name}.{os.getpid()}.old")
         if tmp.is_dir() and path.exists():  # a folder can't be renamed onto another: move the old one aside first
-            old = path.with_name(f".{path.name}.{os.getpid()}.old")
             path.replace(old)
-            tmp.replace(path)
-            _remove(old)
-        else:
-            tmp.replace(path)
+        tmp.replace(path)
+        _remove(old)
     except OSError as error:
         fail(f"cannot write {display(path)} ({error.strerror or error}) - free some space or choose another "
              "EMOJI_OUT; the previous file, if any, is unchanged.")
@@ -250,8 +248,7 @@ _locks = []
 def lock(step):
     """Hold a lock on this step's outputs until the script ends; a second copy of the step on the same EMOJI_OUT stops
     with one line. The lock file lives in the system's temporary folder: nothing is written to EMOJI_OUT by it."""
-    path = Path(tempfile.gettempdir()) / f"emoji-{fingerprint(str(OUT))}-{step}.lock"
-    handle = open(path, "a")
+    handle = open(Path(tempfile.gettempdir()) / f"emoji-{fingerprint(str(OUT))}-{step}.lock", "a")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
