@@ -94,8 +94,8 @@ def choose(flag, value, names):
 
 def user_path(text, base=None):
     """A path as the user means it: ~ expanded, a relative path taken from `base` (default: the current folder)."""
-    path = Path(os.path.expanduser(str(text).strip()))
-    return Path(os.path.abspath(path if path.is_absolute() else Path(base or os.getcwd()) / path))
+    # os.path.join keeps an absolute path (the second part) as it is
+    return Path(os.path.abspath(os.path.join(base or os.getcwd(), os.path.expanduser(str(text).strip()))))
 
 
 BOOLS = {**dict.fromkeys(("1", "true", "yes", "on"), True), **dict.fromkeys(("0", "false", "no", "off"), False)}
@@ -147,8 +147,7 @@ def configure(namespace, doc, checks=None):
     parser.add_argument("--force", action="store_true", help="redo work whose outputs already exist")
     args = parser.parse_args()
     for name, check in checks.items():
-        value = getattr(args, name)
-        if not check(value):
+        if not check(value := getattr(args, name)):
             store.fail(f"--{name.lower().replace('_', '-')} ({name}) must be {check.accepts}, got {value!r}", 2)
     namespace.update({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k.isupper()})
     return args
@@ -169,8 +168,7 @@ def install_interrupt_handler():
             sys.stdout.flush()
             bars = getattr(getattr(sys.modules.get("tqdm"), "tqdm", None), "_instances", None)
             # On a terminal the ^C echo, in a log an open progress bar, leave the line unfinished: start a new one.
-            sys.stderr.write(("\n" if sys.stderr.isatty() or bars else "") + INTERRUPTED + "\n")
-            sys.stderr.flush()
+            print(("\n" if sys.stderr.isatty() or bars else "") + INTERRUPTED, file=sys.stderr, flush=True)
         finally:
             os._exit(130)
 
