@@ -30,8 +30,7 @@ def decode(data):
         if data.startswith(starts):
             return None, f"1: {what} - {SAVE_AS}"
     data = data.removeprefix(b"\xef\xbb\xbf")
-    nul = data.find(b"\x00")
-    if nul >= 0:
+    if (nul := data.find(b"\x00")) >= 0:
         if data[:2000].count(b"\x00") * 3 > len(data[:2000]):  # every other byte zero: UTF-16 without a BOM
             return None, f"1: the file looks like UTF-16 text - {SAVE_AS}"
         return None, f"{line_of(data, nul)}: NUL byte (binary data) - this is not CSV text; {SAVE_AS}"
@@ -158,8 +157,7 @@ def augment(train_rows, per_emoji, seed):
 def dataset_stamp():
     """The dataset's stamp; one line naming 01 when the dataset is missing, damaged or incomplete."""
     store.require(store.DATASET_DIR / "stamp.json", "01_make_dataset.py")
-    stamp = store.read_stamp(store.DATASET_DIR / "stamp.json")
-    if stamp is None:
+    if (stamp := store.read_stamp(store.DATASET_DIR / "stamp.json")) is None:
         store.fail(f"{store.display(store.DATASET_DIR)} is incomplete or damaged - run `python 01_make_dataset.py "
                    "--force`.")
     return stamp
