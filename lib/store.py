@@ -32,8 +32,7 @@ def fail(message, code=1):
 
 def _out_dir():
     """EMOJI_OUT as the user means it (~ expanded); refused when empty or when it (or a folder above it) is a file."""
-    text = os.environ.get("EMOJI_OUT")
-    if text is None:
+    if (text := os.environ.get("EMOJI_OUT")) is None:
         return ROOT / "outputs"
     if not text.strip():
         fail("EMOJI_OUT is set but empty - unset it, or set it to the folder for the outputs.", 2)
