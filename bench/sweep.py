@@ -196,7 +196,7 @@ def main():
                   "learning_rate": run["settings"]["LEARNING_RATE"], "validation_loss": run["validation_losses"][-1],
                   "emoji_only": only / len(texts), "f1": sum(f1) / len(f1), "f1_ci": metrics.bootstrap_interval(f1),
                   "soft_f1": sum(soft) / len(soft), "train_seconds": run["train_seconds"], "n": len(texts),
-                  "general_leak": leak / len(general), "general_answers": general}
+                  "general_leak": leak / len(general), "general_answers": general, "f1_per_pair": f1}
         results.append(result)
         lo, hi = result["f1_ci"]
         rows.append([key, f"{result['validation_loss']:.3f}", f"{100 * result['emoji_only']:.0f}%",
@@ -206,6 +206,13 @@ def main():
     print(tabulate(rows, headers=["configuration", "val loss", "emoji-only", "F1 [95% CI]", "soft F1",
                                      "non-emoji answered in emoji", "train s"],
                    tablefmt="github", disable_numparse=True))
+    # Augmented against plain on the same validation pairs: the paired difference's interval is the sharper test.
+    by_key = {r["config"]: r["f1_per_pair"] for r in results}
+    for key, f1 in by_key.items():
+        if key.startswith("augment-") and key[len("augment-"):] in by_key:
+            diff = [a - b for a, b in zip(f1, by_key[key[len("augment-"):]])]
+            lo, hi = metrics.bootstrap_interval(diff)
+            print(f"{key} minus {key[len('augment-'):]}: F1 {sum(diff) / len(diff):+.3f} [{lo:+.3f} to {hi:+.3f}], paired")
     (work / "sweep.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
 
 
