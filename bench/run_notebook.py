@@ -153,7 +153,9 @@ def main():
         site = work / "as-t4"
         site.mkdir(exist_ok=True)
         (site / "sitecustomize.py").write_text(T4_SITECUSTOMIZE, encoding="utf-8")
-        env.update(EMOJI_COMPILE="false", PYTHONPATH=os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")])))
+        # the T4 sitecustomize runs the compile switch's (bench/compile_switch), which runs any it shadows
+        env.update(EMOJI_COMPILE="false", PYTHONPATH=os.pathsep.join(filter(None, [
+            str(site), str(ROOT / "bench" / "compile_switch"), env.get("PYTHONPATH")])))
     nb = prepare(nbformat.read(ROOT / "colab.ipynb", as_version=4), a)
 
     memory, cells, started = GpuMemory(), [], {}

@@ -127,20 +127,17 @@ def full_batches(trainer, rows):
 def speed_plan(name, planned_steps):
     """(compile, graphs) for the Unsloth path. Per-block compile with CUDA graphs costs ~50 s up front on a cold H100
     and saves 0.21 s a step, so it pays from ~400 steps (BENCHMARKS.md); Unsloth 2026.10.9 compiles Llama blocks only on
-    torch >= 2.11, and a T4 (sm75) is bound by arithmetic, not launches. EMOJI_COMPILE=true|false overrides (bench/)."""
+    torch >= 2.11, and a T4 (sm75) is bound by arithmetic, not launches. The benchmark forces it either way with
+    EMOJI_COMPILE=true|false (bench/compile_switch)."""
     import torch
     from packaging.version import Version
 
-    forced = os.environ.get("EMOJI_COMPILE")
     if not uses_unsloth(name):
-        if forced:
-            print(f"EMOJI_COMPILE={forced} does not apply: compiling is a switch of the Unsloth (CUDA) path.")
         return False, False
-    pays = (Version(torch.__version__.split("+")[0]) >= Version("2.11") and torch.cuda.get_device_capability()[0] >= 8
-            and planned_steps >= 400)
-    on = forced == "true" if forced in ("true", "false") else pays
-    print(f"compile and CUDA graphs: {'on' if on else 'off'} ({planned_steps} steps planned"
-          + (f"; EMOJI_COMPILE={forced})" if forced else "; auto: from 400 steps on torch >= 2.11 and sm_80+)"))
+    on = (Version(torch.__version__.split("+")[0]) >= Version("2.11") and torch.cuda.get_device_capability()[0] >= 8
+          and planned_steps >= 400)
+    print(f"compile and CUDA graphs: {'on' if on else 'off'} ({planned_steps} steps planned; auto: from 400 steps on "
+          "torch >= 2.11 and sm_80+)", flush=True)
     return on, on
 
 
