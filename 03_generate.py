@@ -37,8 +37,7 @@ for e in settings.parse_epochs(EPOCHS):
     runs[f"ft{e}"] = store.read_json(store.adapter_path(e) / "run.json", "02_train.py")
     # the files run.json vouches for must all be there (a partial copy or sync is not an adapter)
     if (stamp := store.read_stamp(store.adapter_path(e) / "run.json", "stamp")) is None:
-        store.fail(f"{store.display(store.adapter_path(e))} is incomplete or damaged - run "
-                   "`python 02_train.py --force`.")
+        store.redo(store.adapter_path(e), "is incomplete or damaged", "02_train.py")
     if stamp.get("inputs", {}).get("dataset") != dataset_fp:
         store.fail(f"the adapters were trained on another dataset than {store.display(store.DATASET_DIR)} - run "
                    "`python 02_train.py` first.")

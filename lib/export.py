@@ -118,8 +118,7 @@ def merge(adapter_dir, run, out_dir):
         try:
             model = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
         except (OSError, ValueError, RuntimeError) as error:
-            store.fail(f"could not load the adapter in {store.display(adapter_dir)} ({error}) - run "
-                       "`python 02_train.py --force` to train it again.")
+            store.redo(adapter_dir, f"holds an adapter that cannot be loaded ({error})", "02_train.py")
         model.to(getattr(torch, MERGED_DTYPE)).save_pretrained(str(out_dir))
         AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(out_dir))
     _plain_byte_level(out_dir / "tokenizer.json")

@@ -139,9 +139,7 @@ def emoji_similarity(a, b):
         return 0.0
     if a == b or _base(a) == _base(b):
         return 1.0
-    words = 0.0
-    if _name_words(a, "es") & _name_words(b, "es"):
-        words = _set_jaccard(_name_words(a), _name_words(b))
+    words = _set_jaccard(_name_words(a), _name_words(b)) if _name_words(a, "es") & _name_words(b, "es") else 0.0
     family = any(_base(a) in members and _base(b) in members for members in _FAMILY_SETS)
     return max(words, FAMILY_CREDIT if family else 0.0)
 

@@ -158,8 +158,7 @@ def dataset_stamp():
     """The dataset's stamp; one line naming 01 when the dataset is missing, damaged or incomplete."""
     store.require(store.DATASET_DIR / "stamp.json", "01_make_dataset.py")
     if (stamp := store.read_stamp(store.DATASET_DIR / "stamp.json")) is None:
-        store.fail(f"{store.display(store.DATASET_DIR)} is incomplete or damaged - run `python 01_make_dataset.py "
-                   "--force`.")
+        store.redo(store.DATASET_DIR, "is incomplete or damaged", "01_make_dataset.py")
     return stamp
 
 
@@ -171,8 +170,7 @@ def load_splits():
     try:
         return load_from_disk(str(store.DATASET_DIR), keep_in_memory=True)  # no cache files written beside it
     except Exception as error:  # datasets raises many kinds on a damaged folder; all mean the same to the user
-        store.fail(f"{store.display(store.DATASET_DIR)} cannot be read ({type(error).__name__}) - run "
-                   "`python 01_make_dataset.py --force`.")
+        store.redo(store.DATASET_DIR, f"cannot be read ({type(error).__name__})", "01_make_dataset.py")
 
 
 def training_data(train_pairs, seed):

@@ -26,25 +26,23 @@ POOLED = {"distinct": lambda texts: len({e for t in texts for e in metrics.emoji
           "distinct_ratio": metrics.distinct_ratio}  # model and set at once: no interval
 MARKS = ["emoji_only", "emojis", "with_words", "words", "f1", "soft_f1", "exact", "leak", "keyword", "overlap"]
 RUN_NUMBERS = ("epochs", "steps", "train_seconds", "load_seconds", "peak_memory_gib", "final_train_loss")
-RETRAIN = "run `python 02_train.py --force`"
 
 
 def read_run(epochs):
     """run.json of one fine-tune, checked for the fields the report prints, and its losses.json as {"train": DataFrame,
     "validation": DataFrame} of epoch and loss."""
-    path = store.adapter_path(epochs) / "run.json"
-    run = store.read_json(path, "02_train.py")
+    folder = store.adapter_path(epochs)
+    run = store.read_json(folder / "run.json", "02_train.py")
     if not ({"model", "device", "dtype"} <= run.keys() and isinstance(run.get("settings"), dict)
             and all(type(run.get(k)) in (int, float) for k in RUN_NUMBERS)):
-        store.fail(f"{store.display(path)} is damaged (fields missing or not numbers) - {RETRAIN}")
-    path = path.with_name("losses.json")
-    losses = store.read_json(path, "02_train.py")
+        store.redo(folder / "run.json", "is damaged (fields missing or not numbers)", "02_train.py")
+    losses = store.read_json(folder / "losses.json", "02_train.py")
     try:
         curves = {k: pd.DataFrame(losses[k])[["epoch", "loss"]].astype(float) for k in ("train", "validation")}
         assert len(curves["validation"]) and curves["validation"].notna().all().all()
         return run, curves
     except (KeyError, TypeError, ValueError, AssertionError):
-        store.fail(f"{store.display(path)} is damaged (no train and validation curves of epoch and loss) - {RETRAIN}")
+        store.redo(folder / "losses.json", "is damaged (no train and validation loss curves)", "02_train.py")
 
 
 def read_generations(models):

@@ -138,7 +138,6 @@ def configure(namespace, doc, checks=None):
         kind = Path if isinstance(value, str) and name.endswith(PATH_SUFFIXES) else type(value)
         if kind is Path:
             namespace[name] = value = str(user_path(value, base=root))  # a default written in a script: from the repo
-            checks.setdefault(name, not_empty)
         elif kind is not bool and name not in checks:
             raise KeyError(f"configure: {name} has no check")  # a developer's slip, caught by any test run
         parser.add_argument("--" + name.lower().replace("_", "-"), dest=name, default=value, metavar=METAVARS.get(kind),

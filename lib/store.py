@@ -30,6 +30,11 @@ def fail(message, code=1):
     sys.exit(code)
 
 
+def redo(path, problem, script):
+    """End the script: the output at `path` `problem` (e.g. "is damaged"); running its step with --force remakes it."""
+    fail(f"{display(path)} {problem} - run `python {script} --force`.")
+
+
 def _out_dir():
     """EMOJI_OUT as the user means it (~ expanded); refused when empty or when it (or a folder above it) is a file."""
     if (text := os.environ.get("EMOJI_OUT")) is None:
@@ -162,7 +167,7 @@ def read_json(path, script):
     except (OSError, ValueError) as error:  # a UnicodeDecodeError is a ValueError
         problem = getattr(error, "strerror", None) or type(error).__name__
     if problem:
-        fail(f"{display(path)} is damaged ({problem}) - run `python {script} --force`.")
+        redo(path, f"is damaged ({problem})", script)
     return data
 
 
