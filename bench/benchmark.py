@@ -103,8 +103,8 @@ def run_env(name, path, a):
                PYTHONUNBUFFERED="1", TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"),
                TRITON_CACHE_DIR=str(cache / "triton"), UNSLOTH_MEGA_CACHE_DIR=str(cache / "unsloth-mega"))
     env.update(kv.split("=", 1) for kv in a.env)
-    if "EMOJI_COMPILE" in env:  # the switch lives in bench/, not in 02: its sitecustomize applies it
-        switch = str(ROOT / "bench" / "compile_switch")
+    if "EMOJI_COMPILE" in env:  # the switch lives in bench/, not in 02: bench/switches/sitecustomize.py applies it
+        switch = str(ROOT / "bench" / "switches")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [switch, env.get("PYTHONPATH")]))
     return env
 

@@ -34,38 +34,6 @@ import importlib.util
 from importlib import metadata
 names = ("torch", "transformers", "trl", "peft", "datasets", "bitsandbytes", "unsloth", "unsloth_zoo", "accelerate")
 print("installed:", ", ".join(f"{n} {metadata.version(n)}" for n in names if importlib.util.find_spec(n)))'''
-# Imported by every Python process started with this folder first on PYTHONPATH (the kernel and the five scripts):
-# torch.cuda.is_bf16_supported answers False from the moment torch is imported, before Unsloth wraps it.
-T4_SITECUSTOMIZE = '''import importlib.abc, importlib.util, os, sys
-here = os.path.dirname(os.path.abspath(__file__))
-for entry in sys.path:  # first, the sitecustomize this one shadows, if any
-    other = os.path.join(entry or ".", "sitecustomize.py")
-    if os.path.abspath(entry or ".") != here and os.path.isfile(other):
-        exec(compile(open(other).read(), other, "exec"), {"__name__": "sitecustomize", "__file__": other})
-        break
-
-
-def no_bf16(device=None, including_emulation=True):  # torch's signature: Unsloth keeps the keyword if it has it
-    return False
-
-
-class AsT4(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name != "torch":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        run = spec.loader.exec_module
-
-        def exec_module(module):
-            run(module)
-            module.cuda.is_bf16_supported = no_bf16
-        spec.loader.exec_module = exec_module
-        return spec
-
-
-sys.meta_path.insert(0, AsT4())
-'''
 
 
 class GpuMemory(threading.Thread):
@@ -149,13 +117,9 @@ def main():
               "as_t4": a.as_t4, "model": a.model, "build_s": build_model(a.model)}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "EMOJI_", "BENCH_"))}
     env.update(EMOJI_OUT=str(work / "outputs"), PYTHONUNBUFFERED="1")
-    if a.as_t4:
-        site = work / "as-t4"
-        site.mkdir(exist_ok=True)
-        (site / "sitecustomize.py").write_text(T4_SITECUSTOMIZE, encoding="utf-8")
-        # the T4 sitecustomize runs the compile switch's (bench/compile_switch), which runs any it shadows
-        env.update(EMOJI_COMPILE="false", PYTHONPATH=os.pathsep.join(filter(None, [
-            str(site), str(ROOT / "bench" / "compile_switch"), env.get("PYTHONPATH")])))
+    if a.as_t4:  # bench/switches: fp16 (torch reports no bf16) and no compile, in the kernel and every script
+        env.update(EMOJI_COMPILE="false", BENCH_AS_T4="1", PYTHONPATH=os.pathsep.join(filter(None, [
+            str(ROOT / "bench" / "switches"), env.get("PYTHONPATH")])))
     nb = prepare(nbformat.read(ROOT / "colab.ipynb", as_version=4), a)
 
     memory, cells, started = GpuMemory(), [], {}

@@ -226,14 +226,14 @@ def trained(tmp_path_factory):
     for script, args in [("01_make_dataset.py", ["--raw-csv", raw, *SMALL]),
                          ("02_train.py", ["--epochs", "1", "--max-steps", "1", "--export", "none", "--train-pairs", "20"])]:
         logs[script] = run_script(script, *args, out=out, env={"EMOJI_COMPILE": "true", "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(ROOT / "bench" / "compile_switch"), os.environ.get("PYTHONPATH")]))})
+            filter(None, [str(ROOT / "bench" / "switches"), os.environ.get("PYTHONPATH")]))})
         assert logs[script].returncode == 0, logs[script].stderr[-3000:]
     return out
 
 
 @pytest.mark.slow
 def test_a_speed_switch_that_does_not_apply_says_so_in_one_line(trained):
-    # Issue 17, fix 7: compiling is a switch of the Unsloth (CUDA) path, and the benchmark's (bench/compile_switch):
+    # Issue 17, fix 7: compiling is a switch of the Unsloth (CUDA) path, and the benchmark's (bench/switches):
     # on a CPU the run says it is ignored.
     assert "EMOJI_COMPILE=true does not apply" in LOGS["02_train.py"].stdout
 

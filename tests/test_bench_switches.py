@@ -1,5 +1,5 @@
-"""bench/compile_switch: the benchmark's EMOJI_COMPILE=true|false, applied from a sitecustomize so that 02 itself has no
-such switch (issue 17: speed switches only the benchmark needs live in bench/)."""
+"""bench/switches: the benchmark's EMOJI_COMPILE=true|false and BENCH_AS_T4=1, applied from a sitecustomize so that 02
+itself has no such switch (issue 17: speed switches only the benchmark needs live in bench/)."""
 import os
 import subprocess
 import sys
@@ -7,17 +7,17 @@ import sys
 import pytest
 from conftest import ROOT
 
-SWITCH = ROOT / "bench" / "compile_switch"
+SWITCH = ROOT / "bench" / "switches"
 # What 02 asks, on a CPU: with Unsloth pretended (the forced answer), and as it is (not the Unsloth path).
 ASK = ("from lib import models\nprint(models.speed_plan('embedded', 5))\n"
        "models.uses_unsloth = lambda name: True\nprint(models.speed_plan('some/7b', 5))")
 
 
-def ask(value, switch=True):
-    env = {**os.environ, "EMOJI_COMPILE": value}
+def ask(value, switch=True, code=ASK, **more):
+    env = {**os.environ, "EMOJI_COMPILE": value, **more}
     if switch:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SWITCH), os.environ.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-c", ASK], cwd=ROOT, env=env, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
 
 
 @pytest.mark.parametrize("value, on", [("true", True), ("false", False)])
@@ -39,3 +39,12 @@ def test_02_alone_has_no_compile_switch():
     result = subprocess.run([sys.executable, "-c", "from lib import models\nprint(models.speed_plan('embedded', 5))"],
                             cwd=ROOT, env={**os.environ, "EMOJI_COMPILE": "true"}, capture_output=True, text=True)
     assert result.stdout == "(False, False)\n"
+
+
+@pytest.mark.slow  # imports torch
+def test_as_t4_torch_reports_no_bf16_from_its_import_on():
+    result = ask("false", code="import torch\nprint(torch.cuda.is_bf16_supported(including_emulation=False))",
+                 BENCH_AS_T4="1")
+    assert result.returncode == 0 and result.stdout == "False\n", result.stderr
+    patched = ask("false", code="import torch\nprint(torch.cuda.is_bf16_supported.__name__)", BENCH_AS_T4="1")
+    assert patched.stdout == "no_bf16\n", patched.stderr
