@@ -209,10 +209,10 @@ def main():
     # Augmented against plain on the same validation pairs: the paired difference's interval is the sharper test.
     by_key = {r["config"]: r["f1_per_pair"] for r in results}
     for key, f1 in by_key.items():
-        if key.startswith("augment-") and key[len("augment-"):] in by_key:
-            diff = [a - b for a, b in zip(f1, by_key[key[len("augment-"):]])]
+        if key.startswith("augment-") and (plain := key.removeprefix("augment-")) in by_key:
+            diff = [a - b for a, b in zip(f1, by_key[plain])]
             lo, hi = metrics.bootstrap_interval(diff)
-            print(f"{key} minus {key[len('augment-'):]}: F1 {sum(diff) / len(diff):+.3f} [{lo:+.3f} to {hi:+.3f}], paired")
+            print(f"{key} minus {plain}: F1 {sum(diff) / len(diff):+.3f} [{lo:+.3f} to {hi:+.3f}], paired")
     (work / "sweep.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
 
 

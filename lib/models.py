@@ -128,7 +128,7 @@ def speed_plan(name, planned_steps):
     """(compile, graphs) for the Unsloth path. Per-block compile with CUDA graphs costs ~50 s up front on a cold H100
     and saves 0.21 s a step, so it pays from ~400 steps (BENCHMARKS.md); Unsloth 2026.10.9 compiles Llama blocks only on
     torch >= 2.11, and a T4 (sm75) is bound by arithmetic, not launches. The benchmark forces it either way with
-    EMOJI_COMPILE=true|false (bench/compile_switch)."""
+    EMOJI_COMPILE=true|false (bench/switches)."""
     import torch
     from packaging.version import Version
 

@@ -31,7 +31,8 @@ def fail(message, code=1):
 
 
 def redo(path, problem, script):
-    """End the script: the output at `path` `problem` (e.g. "is damaged"); running its step with --force remakes it."""
+    """End the script with one line: `path`, what is wrong with it (`problem`, e.g. "is damaged"), and the step that
+    makes it again (`script`, run with --force)."""
     fail(f"{display(path)} {problem} - run `python {script} --force`.")
 
 

@@ -5,6 +5,7 @@ SmolLM2 GGUF on a free loopback port, started once per test session. Needs `pip 
 import csv
 import importlib.util
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -18,6 +19,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# PYTHONPATH with the benchmark's switches first (bench/switches/sitecustomize.py: EMOJI_COMPILE, BENCH_AS_T4)
+WITH_BENCH_SWITCHES = os.pathsep.join(filter(None, [str(ROOT / "bench" / "switches"), os.environ.get("PYTHONPATH")]))
 
 from lib import prompts  # noqa: E402
 
@@ -103,7 +106,7 @@ def llama_server(tmp_path_factory):
 
 def run_script(script, *args, out, env=None, timeout=900):
     """Run one of the numbered scripts as a user would, with its outputs under `out` (EMOJI_OUT)."""
-    full_env = {**__import__("os").environ, "EMOJI_OUT": str(out), "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env = {**os.environ, "EMOJI_OUT": str(out), "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, encoding="utf-8", timeout=timeout)
 
@@ -136,7 +139,7 @@ def run_many(cases, *, out, env=None, timeout=600):
     """[(script, args)] refused by their settings checks: one process instead of one each, which is mostly start-up.
     Only for cases that end before a step takes its lock (store.lock is held per process). Returns, per case, a
     SimpleNamespace(returncode, stdout, stderr, heavy)."""
-    full_env = {**__import__("os").environ, "EMOJI_OUT": str(out), "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env = {**os.environ, "EMOJI_OUT": str(out), "PYTHONUNBUFFERED": "1", **(env or {})}
     cases = [[str(ROOT / script), [str(a) for a in args]] for script, args in cases]
     result = subprocess.run([sys.executable, "-c", MANY], input=json.dumps(cases), cwd=ROOT, env=full_env,
                             capture_output=True, text=True, encoding="utf-8", timeout=timeout)

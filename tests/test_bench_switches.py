@@ -5,9 +5,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, WITH_BENCH_SWITCHES
 
-SWITCH = ROOT / "bench" / "switches"
 # What 02 asks, on a CPU: with Unsloth pretended (the forced answer), and as it is (not the Unsloth path).
 ASK = ("from lib import models\nprint(models.speed_plan('embedded', 5))\n"
        "models.uses_unsloth = lambda name: True\nprint(models.speed_plan('some/7b', 5))")
@@ -16,7 +15,7 @@ ASK = ("from lib import models\nprint(models.speed_plan('embedded', 5))\n"
 def ask(value, switch=True, code=ASK, **more):
     env = {**os.environ, "EMOJI_COMPILE": value, **more}
     if switch:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SWITCH), os.environ.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = WITH_BENCH_SWITCHES
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
 
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run_many, run_script
+from conftest import ROOT, WITH_BENCH_SWITCHES, run_many, run_script
 from lib import prompts
 
 SCRIPTS = ["01_make_dataset.py", "02_train.py", "03_generate.py", "04_chatgpt.py", "05_report.py"]
@@ -225,8 +225,8 @@ def trained(tmp_path_factory):
     logs = LOGS
     for script, args in [("01_make_dataset.py", ["--raw-csv", raw, *SMALL]),
                          ("02_train.py", ["--epochs", "1", "--max-steps", "1", "--export", "none", "--train-pairs", "20"])]:
-        logs[script] = run_script(script, *args, out=out, env={"EMOJI_COMPILE": "true", "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(ROOT / "bench" / "switches"), os.environ.get("PYTHONPATH")]))})
+        logs[script] = run_script(script, *args, out=out,
+                                  env={"EMOJI_COMPILE": "true", "PYTHONPATH": WITH_BENCH_SWITCHES})
         assert logs[script].returncode == 0, logs[script].stderr[-3000:]
     return out
 
